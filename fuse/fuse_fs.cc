@@ -1,0 +1,647 @@
+#define FUSE_USE_VERSION 314
+#include "fuse/fuse_fs.h"
+
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "fuse/errno.h"
+#include "metrics/log.h"
+
+namespace fuse {
+
+using tenancy::File;
+using tenancy::Result;
+using tenancy::Status;
+using tenancy::Store;
+using tenancy::Tenant;
+
+namespace {
+
+// Everything below the mount changes only through this daemon, so the kernel
+// may cache names and attributes for as long as it likes; when tenantfs itself
+// changes a file behind the kernel's back it invalidates explicitly.
+constexpr double kCacheSeconds = 86400.0;
+
+// One kernel inode. ino == the Node's address (root: FUSE_ROOT_ID). A node lives
+// while the kernel holds lookups on it; it pins the core object it stands for.
+struct Node {
+  enum class Type { kRoot, kTenant, kFile };
+  Type type = Type::kRoot;
+  std::shared_ptr<Tenant> tenant;  // kTenant, and the parent tenant of kFile
+  std::shared_ptr<File> file;      // kFile
+  const void* key = nullptr;       // the core object this node is found by
+  uint64_t nlookup = 0;            // guarded by the node's shard mutex
+};
+
+// Maps core objects to their live node, so that every lookup of one file gives
+// the kernel the same inode (POSIX locks and the shared -shm mapping live on the
+// kernel inode). Sharded: no global lock on the data path.
+class NodeTable {
+ public:
+  // Finds or makes the node for key and counts one kernel lookup on it.
+  Node* Ref(const void* key, Node::Type type, std::shared_ptr<Tenant> tenant,
+            std::shared_ptr<File> file) {
+    Shard& s = ShardFor(key);
+    std::lock_guard lock(s.mu);
+    auto [it, inserted] = s.nodes.try_emplace(key, nullptr);
+    if (inserted) {
+      auto* n = new Node;
+      n->type = type;
+      n->tenant = std::move(tenant);
+      n->file = std::move(file);
+      n->key = key;
+      it->second = n;
+    }
+    ++it->second->nlookup;
+    return it->second;
+  }
+
+  void Forget(Node* node, uint64_t n) {
+    Shard& s = ShardFor(node->key);
+    std::unique_lock lock(s.mu);
+    node->nlookup = node->nlookup > n ? node->nlookup - n : 0;
+    if (node->nlookup > 0) return;
+    auto it = s.nodes.find(node->key);
+    if (it != s.nodes.end() && it->second == node) s.nodes.erase(it);
+    lock.unlock();
+    delete node;
+  }
+
+  ~NodeTable() {
+    for (auto& s : shards_) {
+      for (auto& [k, n] : s.nodes) delete n;
+    }
+  }
+
+ private:
+  struct Shard {
+    std::mutex mu;  // leaf
+    std::unordered_map<const void*, Node*> nodes;
+  };
+  Shard& ShardFor(const void* key) {
+    return shards_[(reinterpret_cast<uintptr_t>(key) >> 4) % kShards];
+  }
+  static constexpr size_t kShards = 64;
+  Shard shards_[kShards];
+};
+
+struct Handle {
+  std::shared_ptr<File> file;
+};
+
+struct DirHandle {
+  std::vector<std::string> names;
+  std::vector<mode_t> types;
+};
+
+}  // namespace
+
+struct FuseServer::Impl {
+  Store* store = nullptr;
+  tenancy::Executor* executor = nullptr;
+  Options options;
+  fuse_session* se = nullptr;
+  bool mounted = false;
+  pthread_t loop_thread{};
+  NodeTable nodes;
+  Node root;
+
+  Node* NodeOf(fuse_ino_t ino) {
+    if (ino == FUSE_ROOT_ID) return &root;
+    return reinterpret_cast<Node*>(ino);
+  }
+  fuse_ino_t InoOf(Node* n) {
+    return n == &root ? FUSE_ROOT_ID : reinterpret_cast<fuse_ino_t>(n);
+  }
+};
+
+namespace {
+
+FuseServer::Impl* Ctx(fuse_req_t req) {
+  return static_cast<FuseServer::Impl*>(fuse_req_userdata(req));
+}
+
+void ReplyStatus(fuse_req_t req, const Status& s) { fuse_reply_err(req, ToErrno(s)); }
+
+// Runs fn, answering EIO if it throws: no exception escapes into libfuse.
+template <typename Fn>
+void Guard(fuse_req_t req, const char* op, Fn&& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    LOG_ERROR("fuse handler threw", {{"op", op}, {"error", e.what()}});
+    fuse_reply_err(req, EIO);
+  } catch (...) {
+    LOG_ERROR("fuse handler threw", {{"op", op}});
+    fuse_reply_err(req, EIO);
+  }
+}
+
+Result<struct stat> StatNode(FuseServer::Impl* c, Node* n) {
+  Result<struct stat> st = n->type == Node::Type::kRoot     ? c->store->StatRoot()
+                           : n->type == Node::Type::kTenant ? c->store->StatTenant(*n->tenant)
+                                                            : c->store->StatFile(*n->file);
+  if (st.ok()) st->st_ino = c->InoOf(n);
+  return st;
+}
+
+void ReplyEntry(fuse_req_t req, FuseServer::Impl* c, Node* n, const struct stat& st) {
+  fuse_entry_param e;
+  std::memset(&e, 0, sizeof(e));
+  e.ino = c->InoOf(n);
+  e.generation = 1;
+  e.attr = st;
+  e.attr.st_ino = e.ino;
+  e.attr_timeout = kCacheSeconds;
+  e.entry_timeout = kCacheSeconds;
+  if (fuse_reply_entry(req, &e) != 0) {
+    // The kernel did not take the reference (e.g. the request was interrupted).
+    c->nodes.Forget(n, 1);
+  }
+}
+
+// A cached negative entry: the name stays absent until this daemon creates it.
+void ReplyNoEntry(fuse_req_t req) {
+  fuse_entry_param e;
+  std::memset(&e, 0, sizeof(e));
+  e.ino = 0;
+  e.entry_timeout = kCacheSeconds;
+  fuse_reply_entry(req, &e);
+}
+
+void OpInit(void* userdata, fuse_conn_info* conn) {
+  // Locks: no getlk/setlk handlers, so the kernel keeps POSIX locks itself
+  // (fuse/README.md). Data: cached across opens, invalidated explicitly.
+  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+  if (conn->capable & FUSE_CAP_EXPLICIT_INVAL_DATA) conn->want |= FUSE_CAP_EXPLICIT_INVAL_DATA;
+  if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+  if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
+  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+}
+
+void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  Guard(req, "lookup", [&] {
+    auto* c = Ctx(req);
+    Node* p = c->NodeOf(parent);
+    switch (p->type) {
+      case Node::Type::kRoot: {
+        auto t = c->store->LookupTenant(name);
+        if (!t.ok()) {
+          if (t.status().code() == Status::Code::kNotFound) return ReplyNoEntry(req);
+          return ReplyStatus(req, t.status());
+        }
+        auto st = c->store->StatTenant(*t.value());
+        if (!st.ok()) return ReplyStatus(req, st.status());
+        Node* n = c->nodes.Ref(t.value().get(), Node::Type::kTenant, t.value(), nullptr);
+        return ReplyEntry(req, c, n, st.value());
+      }
+      case Node::Type::kTenant: {
+        auto f = c->store->LookupFile(p->tenant, name);
+        if (!f.ok()) {
+          if (f.status().code() == Status::Code::kNotFound) return ReplyNoEntry(req);
+          return ReplyStatus(req, f.status());
+        }
+        auto st = c->store->StatFile(*f.value());
+        if (!st.ok()) return ReplyStatus(req, st.status());
+        Node* n = c->nodes.Ref(f.value().get(), Node::Type::kFile, p->tenant, f.value());
+        return ReplyEntry(req, c, n, st.value());
+      }
+      case Node::Type::kFile:
+        return (void)fuse_reply_err(req, ENOTDIR);
+    }
+  });
+}
+
+void OpForget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  auto* c = Ctx(req);
+  if (ino != FUSE_ROOT_ID) c->nodes.Forget(c->NodeOf(ino), nlookup);
+  fuse_reply_none(req);
+}
+
+void OpForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+  auto* c = Ctx(req);
+  for (size_t i = 0; i < count; ++i) {
+    if (forgets[i].ino != FUSE_ROOT_ID) c->nodes.Forget(c->NodeOf(forgets[i].ino), forgets[i].nlookup);
+  }
+  fuse_reply_none(req);
+}
+
+void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Guard(req, "getattr", [&] {
+    auto* c = Ctx(req);
+    auto st = StatNode(c, c->NodeOf(ino));
+    if (!st.ok()) return ReplyStatus(req, st.status());
+    fuse_reply_attr(req, &st.value(), kCacheSeconds);
+  });
+}
+
+void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
+               fuse_file_info* fi) {
+  Guard(req, "setattr", [&] {
+    auto* c = Ctx(req);
+    Node* n = c->NodeOf(ino);
+    if (n->type != Node::Type::kFile) {
+      // Tenant directories and the root keep the mode they were made with.
+      if (to_set & (FUSE_SET_ATTR_SIZE)) return (void)fuse_reply_err(req, EISDIR);
+      auto st = StatNode(c, n);
+      if (!st.ok()) return ReplyStatus(req, st.status());
+      return (void)fuse_reply_attr(req, &st.value(), kCacheSeconds);
+    }
+    File& f = *n->file;
+    Status s;
+    if (to_set & FUSE_SET_ATTR_MODE) s = c->store->SetMode(f, attr->st_mode);
+    if (s.ok() && (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))) {
+      uid_t uid = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : static_cast<uid_t>(-1);
+      gid_t gid = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : static_cast<gid_t>(-1);
+      s = c->store->SetOwner(f, uid, gid);
+    }
+    if (s.ok() && (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME))) {
+      struct timespec times[2];
+      times[0].tv_nsec = UTIME_OMIT;
+      times[1].tv_nsec = UTIME_OMIT;
+      if (to_set & FUSE_SET_ATTR_ATIME_NOW) times[0].tv_nsec = UTIME_NOW;
+      else if (to_set & FUSE_SET_ATTR_ATIME) times[0] = attr->st_atim;
+      if (to_set & FUSE_SET_ATTR_MTIME_NOW) times[1].tv_nsec = UTIME_NOW;
+      else if (to_set & FUSE_SET_ATTR_MTIME) times[1] = attr->st_mtim;
+      s = c->store->SetTimes(f, times);
+    }
+    if (!s.ok()) return ReplyStatus(req, s);
+    if (!(to_set & FUSE_SET_ATTR_SIZE)) {
+      auto st = StatNode(c, n);
+      if (!st.ok()) return ReplyStatus(req, st.status());
+      return (void)fuse_reply_attr(req, &st.value(), kCacheSeconds);
+    }
+    // Truncation is a write: it goes through the database's queue.
+    std::shared_ptr<File> file = n->file;
+    Status acq = file->Acquire();
+    if (!acq.ok()) return ReplyStatus(req, acq);
+    c->store->Truncate(file, attr->st_size, [req, c, n, file](Status ts) {
+      Guard(req, "setattr", [&] {
+        if (!ts.ok()) {
+          file->Release();
+          return ReplyStatus(req, ts);
+        }
+        auto st = StatNode(c, n);
+        file->Release();
+        if (!st.ok()) return ReplyStatus(req, st.status());
+        fuse_reply_attr(req, &st.value(), kCacheSeconds);
+      });
+    });
+  });
+}
+
+void OpMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  Guard(req, "mkdir", [&] {
+    auto* c = Ctx(req);
+    Node* p = c->NodeOf(parent);
+    if (p->type != Node::Type::kRoot) {
+      return ReplyStatus(req, Status::NotSupported("nested directories are not supported"));
+    }
+    auto t = c->store->CreateTenant(name, mode);
+    if (!t.ok()) return ReplyStatus(req, t.status());
+    auto st = c->store->StatTenant(*t.value());
+    if (!st.ok()) return ReplyStatus(req, st.status());
+    Node* n = c->nodes.Ref(t.value().get(), Node::Type::kTenant, t.value(), nullptr);
+    ReplyEntry(req, c, n, st.value());
+  });
+}
+
+void OpRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  Guard(req, "rmdir", [&] {
+    auto* c = Ctx(req);
+    Node* p = c->NodeOf(parent);
+    if (p->type == Node::Type::kTenant) {
+      auto f = c->store->LookupFile(p->tenant, name);
+      return (void)fuse_reply_err(req, f.ok() ? ENOTDIR : ENOENT);
+    }
+    if (p->type != Node::Type::kRoot) return (void)fuse_reply_err(req, ENOTDIR);
+    ReplyStatus(req, c->store->RemoveTenant(name));
+  });
+}
+
+void OpUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  Guard(req, "unlink", [&] {
+    auto* c = Ctx(req);
+    Node* p = c->NodeOf(parent);
+    if (p->type == Node::Type::kRoot) {
+      auto t = c->store->LookupTenant(name);
+      return (void)fuse_reply_err(req, t.ok() ? EISDIR : ENOENT);
+    }
+    if (p->type != Node::Type::kTenant) return (void)fuse_reply_err(req, ENOTDIR);
+    c->store->Unlink(p->tenant, name, [req](Status s) { ReplyStatus(req, s); });
+  });
+}
+
+void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+              fuse_file_info* fi) {
+  Guard(req, "create", [&] {
+    auto* c = Ctx(req);
+    Node* p = c->NodeOf(parent);
+    if (p->type != Node::Type::kTenant) {
+      return ReplyStatus(req, Status::NotSupported("only databases live in tenant directories"));
+    }
+    if (!S_ISREG(mode)) return ReplyStatus(req, Status::NotSupported("only regular files"));
+    bool exclusive = (fi->flags & O_EXCL) != 0;
+    fuse_file_info info = *fi;
+    std::shared_ptr<Tenant> tenant = p->tenant;
+    c->store->CreateFile(tenant, name, mode, exclusive,
+                         [req, c, tenant, info](Result<std::shared_ptr<File>> f) mutable {
+      Guard(req, "create", [&] {
+        if (!f.ok()) return ReplyStatus(req, f.status());
+        std::shared_ptr<File> file = std::move(f.value());
+        Status acq = file->Acquire();
+        if (!acq.ok()) return ReplyStatus(req, acq);
+        auto st = c->store->StatFile(*file);
+        if (!st.ok()) {
+          file->Release();
+          return ReplyStatus(req, st.status());
+        }
+        Node* n = c->nodes.Ref(file.get(), Node::Type::kFile, tenant, file);
+        fuse_entry_param e;
+        std::memset(&e, 0, sizeof(e));
+        e.ino = c->InoOf(n);
+        e.generation = 1;
+        e.attr = st.value();
+        e.attr.st_ino = e.ino;
+        e.attr_timeout = kCacheSeconds;
+        e.entry_timeout = kCacheSeconds;
+        auto* h = new Handle{file};
+        info.fh = reinterpret_cast<uint64_t>(h);
+        info.keep_cache = 1;
+        if (fuse_reply_create(req, &e, &info) != 0) {
+          c->nodes.Forget(n, 1);
+          file->Release();
+          delete h;
+        }
+      });
+    });
+  });
+}
+
+void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Guard(req, "open", [&] {
+    auto* c = Ctx(req);
+    Node* n = c->NodeOf(ino);
+    if (n->type != Node::Type::kFile) return (void)fuse_reply_err(req, EISDIR);
+    Status s = n->file->Acquire();
+    if (!s.ok()) return ReplyStatus(req, s);
+    auto* h = new Handle{n->file};
+    fi->fh = reinterpret_cast<uint64_t>(h);
+    fi->keep_cache = 1;
+    if (fuse_reply_open(req, fi) != 0) {
+      n->file->Release();
+      delete h;
+    }
+  });
+}
+
+void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto* h = reinterpret_cast<Handle*>(fi->fh);
+  h->file->Release();
+  delete h;
+  fuse_reply_err(req, 0);
+}
+
+void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  Guard(req, "read", [&] {
+    auto* c = Ctx(req);
+    auto* h = reinterpret_cast<Handle*>(fi->fh);
+    thread_local std::vector<char> buf;
+    if (buf.size() < size) buf.resize(size);
+    auto n = c->store->Read(*h->file, buf.data(), size, off);
+    if (!n.ok()) return ReplyStatus(req, n.status());
+    fuse_reply_buf(req, buf.data(), n.value());
+  });
+}
+
+void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off,
+             fuse_file_info* fi) {
+  Guard(req, "write", [&] {
+    auto* c = Ctx(req);
+    auto* h = reinterpret_cast<Handle*>(fi->fh);
+    // The payload belongs to this worker's receive buffer: copy before queueing.
+    c->store->Write(h->file, std::string(data, size), off, [req](Result<size_t> n) {
+      if (!n.ok()) return ReplyStatus(req, n.status());
+      fuse_reply_write(req, n.value());
+    });
+  });
+}
+
+void OpFsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
+  Guard(req, "fsync", [&] {
+    auto* c = Ctx(req);
+    auto* h = reinterpret_cast<Handle*>(fi->fh);
+    c->store->Fsync(h->file, datasync != 0, [req](Status s) { ReplyStatus(req, s); });
+  });
+}
+
+void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+                 fuse_file_info* fi) {
+  Guard(req, "fallocate", [&] {
+    auto* c = Ctx(req);
+    auto* h = reinterpret_cast<Handle*>(fi->fh);
+    c->store->Fallocate(h->file, mode, offset, length, [req](Status s) { ReplyStatus(req, s); });
+  });
+}
+
+void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Guard(req, "opendir", [&] {
+    auto* c = Ctx(req);
+    Node* n = c->NodeOf(ino);
+    auto* d = new DirHandle;
+    d->names = {".", ".."};
+    d->types = {S_IFDIR, S_IFDIR};
+    Result<std::vector<std::string>> names = std::vector<std::string>{};
+    mode_t type = S_IFDIR;
+    if (n->type == Node::Type::kRoot) {
+      names = c->store->ListTenants();
+    } else if (n->type == Node::Type::kTenant) {
+      names = c->store->ListFiles(*n->tenant);
+      type = S_IFREG;
+    } else {
+      delete d;
+      return (void)fuse_reply_err(req, ENOTDIR);
+    }
+    if (!names.ok()) {
+      delete d;
+      return ReplyStatus(req, names.status());
+    }
+    for (auto& name : names.value()) {
+      d->names.push_back(std::move(name));
+      d->types.push_back(type);
+    }
+    fi->fh = reinterpret_cast<uint64_t>(d);
+    fi->cache_readdir = 0;
+    if (fuse_reply_open(req, fi) != 0) delete d;
+  });
+}
+
+void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  Guard(req, "readdir", [&] {
+    auto* d = reinterpret_cast<DirHandle*>(fi->fh);
+    std::vector<char> buf(size);
+    size_t used = 0;
+    for (size_t i = static_cast<size_t>(off); i < d->names.size(); ++i) {
+      struct stat st;
+      std::memset(&st, 0, sizeof(st));
+      st.st_mode = d->types[i];
+      // d_ino is informational only; the kernel looks names up before use.
+      st.st_ino = std::hash<std::string>{}(d->names[i]) | 1;
+      size_t need = fuse_add_direntry(req, buf.data() + used, size - used, d->names[i].c_str(),
+                                      &st, static_cast<off_t>(i + 1));
+      if (need > size - used) break;
+      used += need;
+    }
+    fuse_reply_buf(req, buf.data(), used);
+  });
+}
+
+void OpReleasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  delete reinterpret_cast<DirHandle*>(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+void OpFsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
+  auto* c = Ctx(req);
+  Node* n = c->NodeOf(ino);
+  if (n->type != Node::Type::kTenant) return (void)fuse_reply_err(req, 0);
+  std::shared_ptr<Tenant> tenant = n->tenant;
+  c->executor->Run([req, c, tenant] {
+    Guard(req, "fsyncdir", [&] { ReplyStatus(req, c->store->SyncTenantDir(*tenant)); });
+  });
+}
+
+void OpStatfs(fuse_req_t req, fuse_ino_t ino) {
+  auto* c = Ctx(req);
+  struct statvfs sv;
+  if (::statvfs(c->store->tenants_dir().c_str(), &sv) != 0) return (void)fuse_reply_err(req, errno);
+  fuse_reply_statfs(req, &sv);
+}
+
+void OpNotSupported(fuse_req_t req) { fuse_reply_err(req, EPERM); }
+void OpSymlink(fuse_req_t req, const char*, fuse_ino_t, const char*) { OpNotSupported(req); }
+void OpLink(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) { OpNotSupported(req); }
+void OpMknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) { OpNotSupported(req); }
+void OpRename(fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned int) {
+  OpNotSupported(req);
+}
+
+const fuse_lowlevel_ops kOps = [] {
+  fuse_lowlevel_ops ops;
+  std::memset(&ops, 0, sizeof(ops));
+  ops.init = OpInit;
+  ops.lookup = OpLookup;
+  ops.forget = OpForget;
+  ops.forget_multi = OpForgetMulti;
+  ops.getattr = OpGetattr;
+  ops.setattr = OpSetattr;
+  ops.mkdir = OpMkdir;
+  ops.rmdir = OpRmdir;
+  ops.unlink = OpUnlink;
+  ops.create = OpCreate;
+  ops.open = OpOpen;
+  ops.release = OpRelease;
+  ops.read = OpRead;
+  ops.write = OpWrite;
+  ops.fsync = OpFsync;
+  ops.fallocate = OpFallocate;
+  ops.opendir = OpOpendir;
+  ops.readdir = OpReaddir;
+  ops.releasedir = OpReleasedir;
+  ops.fsyncdir = OpFsyncdir;
+  ops.statfs = OpStatfs;
+  ops.symlink = OpSymlink;
+  ops.link = OpLink;
+  ops.mknod = OpMknod;
+  ops.rename = OpRename;
+  // No flush (close needs no round trip), no getlk/setlk/flock (kernel-local
+  // locks), no access (default_permissions): see fuse/README.md.
+  return ops;
+}();
+
+void WakeHandler(int) {}
+
+}  // namespace
+
+FuseServer::FuseServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+FuseServer::~FuseServer() {
+  Unmount();
+  if (impl_->se != nullptr) fuse_session_destroy(impl_->se);
+}
+
+Result<std::unique_ptr<FuseServer>> FuseServer::Mount(tenancy::Store* store,
+                                                      tenancy::Executor* executor,
+                                                      const Options& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->store = store;
+  impl->executor = executor;
+  impl->options = options;
+  impl->root.type = Node::Type::kRoot;
+
+  std::vector<std::string> argv_s = {"tenantfs", "-o",
+                                     "fsname=tenantfs,subtype=tenantfs,default_permissions"};
+  if (options.allow_other) argv_s.back() += ",allow_other";
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+  impl->se = fuse_session_new(&args, &kOps, sizeof(kOps), impl.get());
+  if (impl->se == nullptr) return Status::InvalidArgument("fuse_session_new failed");
+  if (fuse_session_mount(impl->se, options.mount_dir.c_str()) != 0) {
+    fuse_session_destroy(impl->se);
+    impl->se = nullptr;
+    return Status::InvalidArgument("cannot mount FUSE at " + options.mount_dir +
+                                   " (is /dev/fuse available and the dir empty?)");
+  }
+  impl->mounted = true;
+  return std::unique_ptr<FuseServer>(new FuseServer(std::move(impl)));
+}
+
+Status FuseServer::Run() {
+  impl_->loop_thread = pthread_self();
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = WakeHandler;  // no SA_RESTART: interrupts the loop's wait
+  sigaction(SIGUSR1, &sa, nullptr);
+  sigset_t usr1;
+  sigemptyset(&usr1);
+  sigaddset(&usr1, SIGUSR1);
+  pthread_sigmask(SIG_UNBLOCK, &usr1, nullptr);
+
+  fuse_loop_config* cfg = fuse_loop_cfg_create();
+  fuse_loop_cfg_set_max_threads(cfg, static_cast<unsigned>(impl_->options.max_threads));
+  fuse_loop_cfg_set_idle_threads(cfg, 4);
+  fuse_loop_cfg_set_clone_fd(cfg, 0);
+  int rc = fuse_session_loop_mt(impl_->se, cfg);
+  fuse_loop_cfg_destroy(cfg);
+  pthread_sigmask(SIG_BLOCK, &usr1, nullptr);
+  // Requests handed to the executor finish and reply before we unmount.
+  impl_->executor->Drain();
+  if (rc != 0 && !fuse_session_exited(impl_->se)) {
+    return Status::FromErrno(rc < 0 ? -rc : EIO, "fuse loop");
+  }
+  return Status::Ok();
+}
+
+void FuseServer::Exit() {
+  fuse_session_exit(impl_->se);
+  if (impl_->loop_thread != pthread_t{}) pthread_kill(impl_->loop_thread, SIGUSR1);
+}
+
+void FuseServer::Unmount() {
+  if (!impl_->mounted) return;
+  impl_->mounted = false;
+  fuse_session_unmount(impl_->se);
+}
+
+}  // namespace fuse

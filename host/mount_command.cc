@@ -1,0 +1,172 @@
+#include "host/mount_command.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "fuse/fuse_fs.h"
+#include "metrics/log.h"
+#include "tenancy/executor.h"
+#include "tenancy/store.h"
+
+namespace host {
+
+namespace {
+
+int Fail(int code, const std::string& msg) {
+  LOG_ERROR(msg);
+  return code;
+}
+
+bool MakeDirs(const std::string& path, std::string* err) {
+  std::string partial;
+  for (size_t i = 1; i <= path.size(); ++i) {
+    if (i == path.size() || path[i] == '/') {
+      partial = path.substr(0, i);
+      if (::mkdir(partial.c_str(), 0755) != 0 && errno != EEXIST) {
+        *err = "cannot create " + partial + ": " + std::strerror(errno);
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+// The fstype of the mount at exactly `dir`, or "" when dir is not a mount point.
+std::string MountTypeAt(const std::string& dir) {
+  char resolved[PATH_MAX];
+  std::string want = ::realpath(dir.c_str(), resolved) ? resolved : dir;
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line, found;
+  while (std::getline(in, line)) {
+    // id parent major:minor root mountpoint opts [optional...] - fstype source superopts
+    std::istringstream ls(line);
+    std::string id, parent, devno, root, mnt;
+    ls >> id >> parent >> devno >> root >> mnt;
+    if (mnt != want) continue;
+    auto dash = line.find(" - ");
+    if (dash == std::string::npos) continue;
+    std::istringstream rest(line.substr(dash + 3));
+    rest >> found;  // the last matching line is the top mount
+  }
+  return found;
+}
+
+// A mount left behind by a killed daemon answers ENOTCONN: detach it.
+int PrepareMountDir(const std::string& dir) {
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0) {
+    if (errno == ENOTCONN || errno == ECONNABORTED) {
+      if (::umount2(dir.c_str(), MNT_DETACH) != 0) {
+        return Fail(2, "fuse.dir " + dir + ": stale mount and lazy unmount failed: " +
+                           std::strerror(errno));
+      }
+      LOG_WARN("cleaned up a stale mount left by a previous tenantfs", {{"dir", dir}});
+    } else if (errno != ENOENT) {
+      return Fail(2, "fuse.dir " + dir + ": " + std::strerror(errno));
+    }
+  } else {
+    std::string type = MountTypeAt(dir);
+    if (!type.empty() && type.rfind("fuse", 0) == 0) {
+      return Fail(2, "fuse.dir " + dir + " is already mounted (" + type + "); is another tenantfs running?");
+    }
+  }
+  std::string err;
+  if (!MakeDirs(dir, &err)) return Fail(2, "fuse.dir: " + err);
+  return 0;
+}
+
+void RaiseFdLimit() {
+  struct rlimit rl;
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+}  // namespace
+
+int RunMount(const Config& config) {
+  auto started = std::chrono::steady_clock::now();
+  // Signals are taken by one thread with sigwait; every other thread (libfuse's
+  // workers, TBB's) inherits them blocked.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGHUP);
+  sigaddset(&sigs, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  RaiseFdLimit();
+
+  std::string err;
+  if (!MakeDirs(config.data_dir, &err)) return Fail(2, "data.dir: " + err);
+  // One daemon per data dir.
+  std::string lock_path = config.data_dir + "/LOCK";
+  int lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd < 0) return Fail(2, "data.dir: cannot open " + lock_path + ": " + std::strerror(errno));
+  if (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    return Fail(2, "data.dir " + config.data_dir + " is in use by another tenantfs");
+  }
+  if (int rc = PrepareMountDir(config.fuse_dir); rc != 0) return rc;
+
+  auto executor = tenancy::MakeTbbExecutor(
+      std::max(8, static_cast<int>(std::thread::hardware_concurrency()) * 4));
+  auto store = tenancy::Store::Open({config.data_dir, executor.get()});
+  if (!store.ok()) return Fail(1, "open store: " + store.status().ToString());
+
+  fuse::FuseServer::Options fopts;
+  fopts.mount_dir = config.fuse_dir;
+  fopts.allow_other = config.allow_other;
+  auto server = fuse::FuseServer::Mount(store.value().get(), executor.get(), fopts);
+  if (!server.ok()) return Fail(1, server.status().ToString());
+
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::steady_clock::now() - started).count();
+  LOG_INFO("serving", {{"mount", config.fuse_dir},
+                       {"data", config.data_dir},
+                       {"node", config.node_id},
+                       {"startup_ms", std::to_string(ms)}});
+
+  fuse::FuseServer* srv = server.value().get();
+  std::atomic<bool> loop_done{false};
+  std::thread signal_thread([srv, sigs, &loop_done] {
+    int sig = 0;
+    sigset_t wait_set = sigs;
+    sigdelset(&wait_set, SIGUSR1);
+    sigwait(&wait_set, &sig);
+    if (loop_done.load()) return;
+    LOG_INFO("stopping", {{"signal", strsignal(sig)}});
+    srv->Exit();
+  });
+
+  tenancy::Status run = srv->Run();
+  // The signal thread may still wait if the loop ended on its own (e.g. an
+  // external umount): wake it so it can be joined.
+  loop_done.store(true);
+  pthread_kill(signal_thread.native_handle(), SIGTERM);
+  signal_thread.join();
+  srv->Unmount();
+  server.value().reset();
+  executor->Drain();
+  ::close(lock_fd);
+  if (!run.ok()) return Fail(1, run.ToString());
+  LOG_INFO("unmounted", {{"mount", config.fuse_dir}});
+  return 0;
+}
+
+}  // namespace host

@@ -1,0 +1,170 @@
+// Store: the registry of tenants and databases and the data path to their files.
+//
+// Backing layout (see tenancy/README.md): <data.dir>/tenants/<tenant>/<db>[-journal|-wal|-shm].
+// Tenants and databases are discovered lazily on lookup: start-up does no
+// per-database work, and a database costs memory only once it has been touched.
+//
+// Every mutating operation on a database's files (create, write, truncate,
+// fallocate, fsync, unlink) runs through that database's SerialQueue and reports
+// through a callback, possibly on another thread. Reads and stats run on the
+// caller's thread and never queue.
+//
+// Thread safety: all methods are thread-safe.
+// Lock order: Store::mu_ -> Tenant::mu_ -> Database::mu_ -> File::mu_.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "tenancy/executor.h"
+#include "tenancy/names.h"
+#include "tenancy/serial_queue.h"
+#include "tenancy/status.h"
+
+namespace tenancy {
+
+class Database;
+class Tenant;
+
+// One incarnation of a backing file. Unlinking the name and creating it again
+// gives a new File; handles on the old one keep working on the old data, as on
+// any POSIX file system. The backing fd is shared by every handle on the file.
+class File {
+ public:
+  File(std::shared_ptr<Database> db, FileKind kind, std::string path);
+  ~File();
+  File(const File&) = delete;
+  File& operator=(const File&) = delete;
+
+  FileKind kind() const { return kind_; }
+  Database& db() const { return *db_; }
+  const std::shared_ptr<Database>& db_ptr() const { return db_; }
+  const std::string& path() const { return path_; }
+  bool unlinked() const { return unlinked_.load(std::memory_order_acquire); }
+
+  // Counts one user, opening the backing fd if it is closed.
+  Status Acquire();
+  // Drops one user; the last one closes the fd.
+  void Release();
+  // REQUIRES: between Acquire() and Release().
+  int fd() const { return fd_.load(std::memory_order_acquire); }
+
+ private:
+  friend class Store;
+  const std::shared_ptr<Database> db_;
+  const FileKind kind_;
+  const std::string path_;
+  std::mutex mu_;  // leaf
+  std::atomic<int> fd_{-1};
+  int users_ = 0;  // guarded by mu_
+  std::atomic<bool> unlinked_{false};
+};
+
+class Tenant {
+ public:
+  Tenant(std::string name, std::string dir) : name_(std::move(name)), dir_(std::move(dir)) {}
+  const std::string& name() const { return name_; }
+  const std::string& dir() const { return dir_; }
+
+ private:
+  friend class Store;
+  const std::string name_;
+  const std::string dir_;
+  std::mutex mu_;  // after Store::mu_, before Database::mu_
+  std::unordered_map<std::string, std::shared_ptr<Database>> dbs_;  // guarded by mu_
+  bool removed_ = false;                                            // guarded by mu_
+};
+
+class Database {
+ public:
+  Database(std::shared_ptr<Tenant> tenant, std::string name, std::shared_ptr<SerialQueue> queue)
+      : tenant_(std::move(tenant)), name_(std::move(name)), queue_(std::move(queue)) {}
+  Tenant& tenant() const { return *tenant_; }
+  const std::string& name() const { return name_; }
+  SerialQueue& queue() const { return *queue_; }
+  std::string BackingPath(FileKind kind) const;
+
+ private:
+  friend class Store;
+  const std::shared_ptr<Tenant> tenant_;
+  const std::string name_;
+  const std::shared_ptr<SerialQueue> queue_;
+  std::mutex mu_;  // after Tenant::mu_, before File::mu_
+  std::shared_ptr<File> files_[kBackedFileKinds];  // guarded by mu_; null = not known to exist
+  bool deleted_ = false;                           // guarded by mu_
+};
+
+class Store {
+ public:
+  struct Options {
+    std::string data_dir;
+    Executor* executor = nullptr;  // runs queued work; must outlive the Store
+  };
+  using Done = std::function<void(Status)>;
+  using DoneFile = std::function<void(Result<std::shared_ptr<File>>)>;
+  using DoneSize = std::function<void(Result<size_t>)>;
+
+  // Creates <data_dir>/tenants if missing. Does not scan anything.
+  static Result<std::unique_ptr<Store>> Open(const Options& options);
+
+  const std::string& tenants_dir() const { return tenants_dir_; }
+
+  // Tenants.
+  Result<struct stat> StatRoot() const;
+  Result<std::shared_ptr<Tenant>> LookupTenant(std::string_view name);
+  Result<std::shared_ptr<Tenant>> CreateTenant(std::string_view name, mode_t mode);
+  Status RemoveTenant(std::string_view name);  // NotEmpty while it holds a database
+  Result<std::vector<std::string>> ListTenants() const;
+  Result<struct stat> StatTenant(const Tenant& tenant) const;
+  Status SyncTenantDir(const Tenant& tenant) const;
+
+  // Files of a tenant, by their mount name ("app.db", "app.db-wal", ...).
+  Result<std::shared_ptr<File>> LookupFile(const std::shared_ptr<Tenant>& tenant,
+                                           std::string_view name);
+  Result<std::vector<std::string>> ListFiles(const Tenant& tenant) const;
+  // open(O_CREAT[|O_EXCL]) semantics. A companion needs its database to exist.
+  void CreateFile(const std::shared_ptr<Tenant>& tenant, std::string_view name, mode_t mode,
+                  bool exclusive, DoneFile done);
+  // Unlinking a database removes its companions with it.
+  void Unlink(const std::shared_ptr<Tenant>& tenant, std::string_view name, Done done);
+
+  // Data path. Write/Truncate/Fallocate/Fsync REQUIRE the file Acquire()d.
+  Result<struct stat> StatFile(File& file) const;
+  Result<size_t> Read(File& file, char* buf, size_t size, off_t offset) const;
+  void Write(std::shared_ptr<File> file, std::string data, off_t offset, DoneSize done);
+  void Truncate(std::shared_ptr<File> file, off_t size, Done done);
+  void Fallocate(std::shared_ptr<File> file, int mode, off_t offset, off_t length, Done done);
+  void Fsync(std::shared_ptr<File> file, bool datasync, Done done);
+  // chmod/chown/utimens on the backing file (metadata, not queued).
+  Status SetMode(File& file, mode_t mode);
+  Status SetOwner(File& file, uid_t uid, gid_t gid);
+  Status SetTimes(File& file, const struct timespec times[2]);
+
+  // Mutating operations submitted and not yet finished, all databases.
+  int64_t queue_depth() const { return queued_.load(std::memory_order_relaxed); }
+
+ private:
+  Store(std::string data_dir, Executor* executor);
+  Result<std::shared_ptr<Database>> LookupDatabase(const std::shared_ptr<Tenant>& tenant,
+                                                   const std::string& db_name, bool create);
+  // Runs op on db's queue, counted in queue_depth().
+  void Submit(Database& db, bool inline_ok, std::function<void()> op);
+
+  const std::string data_dir_;
+  const std::string tenants_dir_;
+  Executor* const executor_;
+  mutable std::mutex mu_;  // first in lock order
+  std::unordered_map<std::string, std::shared_ptr<Tenant>> tenants_;  // guarded by mu_
+  std::atomic<int64_t> queued_{0};
+};
+
+}  // namespace tenancy
