@@ -51,6 +51,9 @@ struct ConfigError {
 
 // Parses YAML text. Unknown keys, wrong types, bad durations/sizes and impossible
 // combinations are errors. Relative paths are kept as given.
+// Starts from the defaults; an empty node.id becomes the hostname; http.token-file
+// is read here (trailing newline trimmed). *out is left untouched on error.
+// Messages are one line and carry the YAML line number where there is one.
 std::optional<ConfigError> ParseConfig(const std::string& yaml_text, Config* out);
 
 // Loads `path` (empty: defaults only), applies overrides, validates.

@@ -1,0 +1,245 @@
+#include "host/cli.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "host/config.h"
+#include "host/mount_command.h"
+#include "metrics/log.h"
+
+#ifndef TENANTFS_VERSION
+#define TENANTFS_VERSION "0.1.0"
+#endif
+
+namespace host {
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitRuntime = 1;
+constexpr int kExitUsage = 2;
+
+int UsageError(const std::string& reason) {
+  std::fprintf(stderr, "tenantfs: %s\n", reason.c_str());
+  return kExitUsage;
+}
+
+// Output the user asked for; a failed write (EPIPE, /dev/full) is a runtime error.
+int PrintOut(const std::string& text) {
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+    std::fprintf(stderr, "tenantfs: writing to stdout: %s\n", std::strerror(errno));
+    return kExitRuntime;
+  }
+  return kExitOk;
+}
+
+std::string Indent(const std::string& text, const std::string& prefix) {
+  std::string out;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    out += prefix + text.substr(start, end - start) + "\n";
+    start = end + 1;
+  }
+  return out;
+}
+
+std::string MainUsage() {
+  return "tenantfs " TENANTFS_VERSION
+         " - many tenant SQLite databases behind one FUSE mount.\n"
+         "\n"
+         "Usage: tenantfs <command> [options]\n"
+         "\n"
+         "Commands:\n"
+         "  mount     mount the file system and run this node in the foreground\n"
+         "  version   print the version\n"
+         "  help      show this text; 'tenantfs help <command>' shows one command\n"
+         "\n"
+         "Run 'tenantfs <command> --help' for a command's options.\n"
+         "\n"
+         "Exit status: 0 success, 2 usage or config error, 1 runtime failure.\n";
+}
+
+std::string MountUsage() {
+  const Config d;
+  return "Usage: tenantfs mount [--config FILE] [--mount-dir DIR] [--data-dir DIR]\n"
+         "                      [--http-addr HOST:PORT] [--print-default-config]\n"
+         "\n"
+         "Mounts the tenant file system and runs this node in the foreground until\n"
+         "SIGINT or SIGTERM, which unmount cleanly once in-flight writes are durable.\n"
+         "Each directory under the mount is a tenant, each file in it a SQLite database;\n"
+         "the backing files live in the data dir, which must be outside the mount.\n"
+         "\n"
+         "Options (flags override the config file; '--flag value' or '--flag=value'):\n"
+         "  --config FILE            YAML config file (default: none, built-in defaults)\n"
+         "  --mount-dir DIR          mount point, overrides fuse.dir (default " +
+         d.fuse_dir +
+         ")\n"
+         "  --data-dir DIR           backing files, overrides data.dir (default " +
+         d.data_dir +
+         ")\n"
+         "  --http-addr HOST:PORT    listen address, overrides http.addr (default " +
+         d.http_addr +
+         ")\n"
+         "  --print-default-config   print the default config file and exit\n"
+         "  -h, --help               show this text\n"
+         "\n"
+         "An unknown key, a wrong type or an impossible combination in the config stops\n"
+         "start-up with exit status 2 and a message naming the key.\n"
+         "\n"
+         "Config file keys, with their defaults:\n"
+         "\n" +
+         Indent(DefaultConfigYaml(), "  ");
+}
+
+std::string VersionUsage() {
+  return "Usage: tenantfs version\n"
+         "\n"
+         "Prints \"tenantfs <version>\" and exits.\n";
+}
+
+bool IsHelpFlag(std::string_view arg) { return arg == "--help" || arg == "-h"; }
+
+struct FlagSpec {
+  std::string_view name;  // with the leading "--"
+  bool takes_value;
+};
+
+struct ParsedFlag {
+  std::string_view name;
+  std::string value;
+};
+
+// Parses `args` against `specs`. Returns the usage error text (without the
+// "tenantfs: " prefix), or nullopt. Sets *help when --help/-h is seen.
+std::optional<std::string> ParseFlags(std::string_view command,
+                                      const std::vector<std::string>& args,
+                                      const std::vector<FlagSpec>& specs,
+                                      std::vector<ParsedFlag>* out, bool* help) {
+  const std::string where = std::string(command) + ": ";
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (IsHelpFlag(arg)) {
+      *help = true;
+      return std::nullopt;
+    }
+    if (arg.size() < 2 || arg[0] != '-') return where + "unexpected argument '" + arg + "'";
+    size_t eq = arg.find('=');
+    std::string_view name = std::string_view(arg).substr(0, eq);
+    const FlagSpec* spec = nullptr;
+    for (const auto& s : specs) {
+      if (s.name == name) spec = &s;
+    }
+    if (spec == nullptr) return where + "unknown flag '" + std::string(name) + "'";
+    ParsedFlag flag{spec->name, ""};
+    if (!spec->takes_value) {
+      if (eq != std::string::npos) return where + std::string(name) + " takes no value";
+    } else if (eq != std::string::npos) {
+      flag.value = arg.substr(eq + 1);
+    } else if (i + 1 < args.size() && args[i + 1].rfind("--", 0) != 0) {
+      flag.value = args[++i];
+    } else {
+      return where + std::string(name) + " needs a value";
+    }
+    if (spec->takes_value && flag.value.empty()) {
+      return where + std::string(name) + " needs a non-empty value";
+    }
+    out->push_back(std::move(flag));
+  }
+  return std::nullopt;
+}
+
+int MountCommand(const std::vector<std::string>& args) {
+  std::vector<ParsedFlag> flags;
+  bool help = false;
+  auto err = ParseFlags("mount", args,
+                        {{"--config", true},
+                         {"--mount-dir", true},
+                         {"--data-dir", true},
+                         {"--http-addr", true},
+                         {"--print-default-config", false}},
+                        &flags, &help);
+  if (err) return UsageError(*err);
+  if (help) return PrintOut(MountUsage());
+
+  std::string config_path;
+  Overrides overrides;
+  bool print_default = false;
+  for (const auto& f : flags) {  // a repeated flag: the last one wins
+    if (f.name == "--config") config_path = f.value;
+    if (f.name == "--mount-dir") overrides.mount_dir = f.value;
+    if (f.name == "--data-dir") overrides.data_dir = f.value;
+    if (f.name == "--http-addr") overrides.http_addr = f.value;
+    if (f.name == "--print-default-config") print_default = true;
+  }
+  if (print_default) return PrintOut(DefaultConfigYaml());
+
+  Config config;
+  if (auto config_err = LoadConfig(config_path, overrides, &config)) {
+    if (config_path.empty()) return UsageError(config_err->message);
+    return UsageError("config " + config_path + ": " + config_err->message);
+  }
+  // ValidateConfig accepted both, so parsing cannot fail here.
+  metrics::LogLevel level = metrics::LogLevel::kInfo;
+  metrics::LogFormat format = metrics::LogFormat::kText;
+  metrics::ParseLogLevel(config.log_level, &level);
+  metrics::ParseLogFormat(config.log_format, &format);
+  metrics::SetLogLevel(level);
+  metrics::SetLogFormat(format);
+  return RunMount(config);
+}
+
+int VersionCommand(const std::vector<std::string>& args) {
+  if (!args.empty()) {
+    if (IsHelpFlag(args[0])) return PrintOut(VersionUsage());
+    if (args[0].rfind("-", 0) == 0) return UsageError("version: unknown flag '" + args[0] + "'");
+    return UsageError("version: unexpected argument '" + args[0] + "'");
+  }
+  return PrintOut("tenantfs " TENANTFS_VERSION "\n");
+}
+
+int HelpCommand(const std::vector<std::string>& args) {
+  if (args.empty() || IsHelpFlag(args[0])) return PrintOut(MainUsage());
+  if (args.size() > 1) return UsageError("help: unexpected argument '" + args[1] + "'");
+  if (args[0] == "mount") return PrintOut(MountUsage());
+  if (args[0] == "version") return PrintOut(VersionUsage());
+  if (args[0] == "help") return PrintOut(MainUsage());
+  return UsageError("help: unknown command '" + args[0] + "' (run 'tenantfs help')");
+}
+
+int Dispatch(int argc, char** argv) {
+  if (argc < 2) return UsageError("missing command (run 'tenantfs help')");
+  const std::string command = argv[1];
+  std::vector<std::string> args(argv + 2, argv + argc);
+  if (command == "mount") return MountCommand(args);
+  if (command == "version" || command == "--version") return VersionCommand(args);
+  if (command == "help" || IsHelpFlag(command)) return HelpCommand(args);
+  // status, import, export and promote (SPEC.md) need the HTTP API, which this
+  // build does not have yet; until then they are unknown like any other word.
+  if (command.rfind("-", 0) == 0) {
+    return UsageError("unknown flag '" + command + "' (run 'tenantfs help')");
+  }
+  return UsageError("unknown command '" + command + "' (run 'tenantfs help')");
+}
+
+}  // namespace
+
+int Main(int argc, char** argv) {
+  try {
+    return Dispatch(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tenantfs: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "tenantfs: unexpected exception\n");
+  }
+  return kExitRuntime;
+}
+
+}  // namespace host
