@@ -13,6 +13,7 @@
 #include <sqlite3.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -59,6 +60,33 @@ bool Stopping() { return g_stop != 0; }
 
 double SecondsSince(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// CPU seconds (user + system) of the calling thread.
+double ThreadCpuSeconds() {
+  struct rusage ru {};
+  getrusage(RUSAGE_THREAD, &ru);
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+// The daemon, once started; its CPU seconds (user + system, all threads) from
+// /proc/PID/stat, or 0 when there is none.
+pid_t g_daemon_pid = -1;
+double DaemonCpuSeconds() {
+  if (g_daemon_pid <= 0) return 0;
+  std::ifstream in("/proc/" + std::to_string(g_daemon_pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t paren = stat.rfind(')');
+  if (paren == std::string::npos) return 0;
+  std::istringstream fields(stat.substr(paren + 2));
+  std::string f;
+  double utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && fields >> f; ++i) {  // fields 14, 15: utime, stime
+    if (i == 14) utime = std::strtod(f.c_str(), nullptr);
+    if (i == 15) stime = std::strtod(f.c_str(), nullptr);
+  }
+  return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
 // ---------------------------------------------------------------------------------
@@ -160,6 +188,34 @@ Options ParseOptions(int argc, char** argv) {
 // ---------------------------------------------------------------------------------
 // SQLite helpers: every error becomes an exception naming the file and the step.
 
+// SQLite's own busy-timeout schedule (sqliteDefaultBusyCallback), counted: how often a
+// client slept because another connection held a lock on the same database.
+std::atomic<uint64_t> g_busy_sleeps{0};
+constexpr int kBusyTimeoutMs = 10000;
+
+int BusyHandler(void*, int count) {
+  static constexpr int kDelays[] = {1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100};
+  static constexpr int kN = sizeof kDelays / sizeof kDelays[0];
+  int delay, prior;
+  if (count < kN) {
+    delay = kDelays[count];
+    prior = 0;
+    for (int i = 0; i < count; ++i) prior += kDelays[i];
+  } else {
+    delay = kDelays[kN - 1];
+    prior = 0;
+    for (int d : kDelays) prior += d;
+    prior += delay * (count - kN);
+  }
+  if (prior + delay > kBusyTimeoutMs) {
+    delay = kBusyTimeoutMs - prior;
+    if (delay <= 0) return 0;
+  }
+  g_busy_sleeps.fetch_add(1, std::memory_order_relaxed);
+  std::this_thread::sleep_for(std::chrono::milliseconds(delay));
+  return 1;
+}
+
 struct SqliteError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
@@ -181,7 +237,7 @@ class Db {
       db_ = nullptr;
       throw SqliteError("SQLite error on " + path + ": open: " + msg);
     }
-    sqlite3_busy_timeout(db_, 10000);
+    sqlite3_busy_handler(db_, BusyHandler, nullptr);
   }
   ~Db() {
     if (db_) sqlite3_close_v2(db_);
@@ -249,10 +305,16 @@ struct Measurement {
   double ops = 0;
   double secs = 0;
   std::vector<double> lat_us;
+  double busy_sleeps = 0;   // busy-handler sleeps during the measurement
+  double cpu_s = 0;         // client threads' CPU during the measurement
+  double daemon_cpu_s = 0;  // the daemon's CPU during it (idle for native runs)
 
   void Merge(Measurement&& o) {
     ops += o.ops;
     secs += o.secs;
+    busy_sleeps += o.busy_sleeps;
+    cpu_s += o.cpu_s;
+    daemon_cpu_s += o.daemon_cpu_s;
     lat_us.insert(lat_us.end(), o.lat_us.begin(), o.lat_us.end());
   }
   double Rate() const { return secs > 0 ? ops / secs : 0; }
@@ -335,6 +397,7 @@ std::vector<Measurement> WriteTxs(const std::vector<std::string>& paths, const s
   const int n = static_cast<int>(paths.size());
   std::vector<Measurement> out(n);
   StartGate gate(n);
+  std::atomic<double> daemon_cpu0{0};
   RunThreads(n, [&](int t, std::atomic<bool>& stop) {
     Db db(paths[t], SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX);
     SetJournal(db, journal, sync);
@@ -363,6 +426,8 @@ std::vector<Measurement> WriteTxs(const std::vector<std::string>& paths, const s
     auto w0 = Clock::now();
     while (SecondsSince(w0) < warm && !stop && !Stopping()) insert();
     gate.ArriveAndWait();
+    if (t == 0) daemon_cpu0 = DaemonCpuSeconds();
+    const double cpu0 = ThreadCpuSeconds();
     auto t0 = Clock::now();
     uint64_t count = 0;
     while (!stop && !Stopping()) {
@@ -372,9 +437,11 @@ std::vector<Measurement> WriteTxs(const std::vector<std::string>& paths, const s
     }
     out[t].ops = static_cast<double>(count);
     out[t].secs = SecondsSince(t0);
+    out[t].cpu_s = ThreadCpuSeconds() - cpu0;
     sqlite3_finalize(st);
     db.Close();
   });
+  out[0].daemon_cpu_s = DaemonCpuSeconds() - daemon_cpu0;
   return out;
 }
 
@@ -387,7 +454,7 @@ void OpenSelectClose(const std::string& path, int key) {
     sqlite3_close(db);
     throw SqliteError("SQLite error on " + path + ": open: " + msg);
   }
-  sqlite3_busy_timeout(db, 10000);
+  sqlite3_busy_handler(db, BusyHandler, nullptr);
   sqlite3_stmt* st = nullptr;
   rc = sqlite3_prepare_v2(db, "SELECT v FROM t WHERE id=?1", -1, &st, nullptr);
   if (rc != SQLITE_OK) {
@@ -413,6 +480,8 @@ void OpenSelectClose(const std::string& path, int key) {
 Measurement OpenSelectLoad(const std::string& root, int clients, int dbs, double budget) {
   std::vector<Measurement> per(clients);
   StartGate gate(clients);
+  std::atomic<uint64_t> busy_at_start{0};
+  std::atomic<double> daemon_cpu0{0};
   RunThreads(clients, [&](int t, std::atomic<bool>& stop) {
     Rng rng(1000 + t);
     auto one = [&] {
@@ -422,6 +491,11 @@ Measurement OpenSelectLoad(const std::string& root, int clients, int dbs, double
     };
     for (int i = 0; i < 20 && !stop; ++i) one();  // warm-up
     gate.ArriveAndWait();
+    if (t == 0) {
+      busy_at_start = g_busy_sleeps.load();
+      daemon_cpu0 = DaemonCpuSeconds();
+    }
+    const double cpu0 = ThreadCpuSeconds();
     auto t0 = Clock::now();
     auto& m = per[t];
     m.lat_us.reserve(1 << 16);
@@ -432,11 +506,16 @@ Measurement OpenSelectLoad(const std::string& root, int clients, int dbs, double
     }
     m.ops = static_cast<double>(m.lat_us.size());
     m.secs = SecondsSince(t0);
+    m.cpu_s = ThreadCpuSeconds() - cpu0;
   });
   Measurement all;
+  // Approximate at the edges (other threads' last warm-up requests): fine for a rate.
+  all.busy_sleeps = static_cast<double>(g_busy_sleeps.load() - busy_at_start.load());
+  all.daemon_cpu_s = DaemonCpuSeconds() - daemon_cpu0;
   double window = 0;
   for (auto& m : per) {
     window = std::max(window, m.secs);
+    all.cpu_s += m.cpu_s;
     all.ops += m.ops;
     all.lat_us.insert(all.lat_us.end(), m.lat_us.begin(), m.lat_us.end());
   }
@@ -501,6 +580,7 @@ class Daemon {
     pid_t parent = getpid();
     pid_ = fork();
     if (pid_ < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
+    if (pid_ > 0) g_daemon_pid = pid_;
     if (pid_ == 0) {
       // The daemon must not outlive the bench, even if the bench is killed.
       prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -522,7 +602,7 @@ class Daemon {
     while (!IsMounted(mnt)) {
       int status = 0;
       if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
+        pid_ = g_daemon_pid = -1;
         throw std::runtime_error("tenantfs exited before mounting (" + Describe(status) +
                                  "); its output:\n" + Tail(log));
       }
@@ -539,7 +619,7 @@ class Daemon {
     if (pid_ <= 0) return false;
     int status = 0;
     if (waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
+      pid_ = g_daemon_pid = -1;
       early_status_ = Describe(status);
       return false;
     }
@@ -570,7 +650,7 @@ class Daemon {
       } else if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
         problem = "tenantfs exited uncleanly on SIGTERM (" + Describe(status) + ")";
       }
-      pid_ = -1;
+      pid_ = g_daemon_pid = -1;
     }
     if (!mnt_.empty() && IsMounted(mnt_)) {
       if (problem.empty()) problem = "tenantfs exited but left " + mnt_ + " mounted";
@@ -624,6 +704,8 @@ std::string FormatValue(double v, const std::string& unit) {
     std::snprintf(buf, sizeof buf, "%.2f×", v);
   } else if (unit == "us") {
     std::snprintf(buf, sizeof buf, v < 10 ? "%.1f µs" : "%.0f µs", v);
+  } else if (unit.empty()) {
+    std::snprintf(buf, sizeof buf, "%.1f", v);
   } else {
     std::snprintf(buf, sizeof buf, "%.0f %s", v, unit.c_str());
   }
@@ -704,7 +786,16 @@ void WriteJson(const std::string& path, const std::string& header, const Options
   if (!out) throw std::runtime_error("could not write " + path);
 }
 
-std::string Header(const Options& o) {
+std::string LoadAverage() {
+  std::string load;
+  std::ifstream la("/proc/loadavg");
+  la >> load;
+  return load.empty() ? "?" : load;
+}
+
+// `load_at_start`: the 1-minute load average when the bench started; the machine is
+// shared, so the table says how busy it was.
+std::string Header(const Options& o, const std::string& load_at_start) {
   char date[64];
   std::time_t now = std::time(nullptr);
   std::strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S UTC", std::gmtime(&now));
@@ -712,7 +803,8 @@ std::string Header(const Options& o) {
   uname(&u);
   std::ostringstream h;
   h << "tenantfs_bench " << date << ", kernel " << u.release << ", "
-    << std::thread::hardware_concurrency() << " cores, SQLite " << sqlite3_libversion() << ", "
+    << std::thread::hardware_concurrency() << " cores, load " << load_at_start << " at start and "
+    << LoadAverage() << " at end, SQLite " << sqlite3_libversion() << ", "
     << o.seconds << " s per workload and side over " << o.rounds << " round(s)";
   return h.str();
 }
@@ -830,7 +922,7 @@ int Main(int argc, char** argv) {
   Daemon daemon;
   std::vector<Row> rows;
   std::string failure;
-  const std::string header = Header(o);
+  const std::string load_at_start = LoadAverage();
   try {
     std::vector<Side> sides = {{"native", native_root}};
     if (!o.native_only) {
@@ -847,6 +939,20 @@ int Main(int argc, char** argv) {
     auto rate = [](Measurement& m) { return m.Rate(); };
     auto p50 = [](Measurement& m) { return m.Percentile(0.50); };
     auto p99 = [](Measurement& m) { return m.Percentile(0.99); };
+    // CPU per operation: the client's (both sides) and the daemon's (tenantfs only),
+    // to tell a CPU-bound path from one that waits.
+    auto cpu_rows = [&](std::vector<std::vector<Measurement>>& res, const std::string& what) {
+      Row c{"client CPU per " + what};
+      c.unit = "us";
+      col(res, 0, [](Measurement& m) { return m.ops > 0 ? 1e6 * m.cpu_s / m.ops : 0; }, c);
+      if (two) {
+        Row d{"daemon CPU per " + what};
+        d.unit = "us";
+        Measurement& m = res[1][0];
+        d.tenantfs = m.ops > 0 ? 1e6 * m.daemon_cpu_s / m.ops : 0;
+        rows.push_back(d);
+      }
+    };
 
     for (const Side& s : sides) {
       std::string dir = s.root + "/bench";
@@ -879,6 +985,7 @@ int Main(int argc, char** argv) {
       row.better = Better::kHigher;
       row.threshold = m.threshold;
       col(res, 0, rate, row);
+      if (std::string(m.name) == "wal_normal") cpu_rows(res, "tx, WAL + NORMAL");
     }
 
     // P3 and the concurrent variant: open + 1-row SELECT + close on existing WAL dbs.
@@ -902,6 +1009,7 @@ int Main(int argc, char** argv) {
       Row rr{w + ", req/s"};
       rr.unit = "req/s";
       col(res, 0, rate, rr);
+      cpu_rows(res, "request, 1 client");
     }
     {
       std::string w = "open + SELECT + close, " + std::to_string(o.threads) + " threads, " +
@@ -918,6 +1026,10 @@ int Main(int argc, char** argv) {
       Row rr{w + ", req/s"};
       rr.unit = "req/s";
       col(res, 0, rate, rr);
+      Row rb{w + ", busy-handler sleeps per 1000 req"};
+      rb.unit = "";
+      col(res, 0, [](Measurement& m) { return m.ops > 0 ? 1000 * m.busy_sleeps / m.ops : 0; }, rb);
+      cpu_rows(res, "request, " + std::to_string(o.threads) + " threads");
     }
 
     // P5: one database alone, then two written in parallel (a thread each).
@@ -1043,6 +1155,7 @@ int Main(int argc, char** argv) {
     if (!stop_problem.empty()) std::cerr << "tenantfs_bench: also: " << stop_problem << "\n";
     return Stopping() ? 130 : 1;
   }
+  const std::string header = Header(o, load_at_start);
   std::cout << header << "\n\n";
   PrintTable(std::cout, rows);
   std::cout.flush();
