@@ -34,10 +34,11 @@ constexpr double kCacheSeconds = 86400.0;
 // One kernel inode. ino == the Node's address (root: FUSE_ROOT_ID). A node lives
 // while the kernel holds lookups on it; it pins the core object it stands for.
 struct Node {
-  enum class Type { kRoot, kTenant, kFile };
+  enum class Type { kRoot, kTenant, kFile, kPos };
   Type type = Type::kRoot;
-  std::shared_ptr<Tenant> tenant;  // kTenant, and the parent tenant of kFile
+  std::shared_ptr<Tenant> tenant;  // kTenant, and the parent tenant of kFile/kPos
   std::shared_ptr<File> file;      // kFile
+  std::shared_ptr<tenancy::Database> db;  // kPos
   const void* key = nullptr;       // the core object this node is found by
   uint64_t nlookup = 0;            // guarded by the node's shard mutex
 };
@@ -49,7 +50,7 @@ class NodeTable {
  public:
   // Finds or makes the node for key and counts one kernel lookup on it.
   Node* Ref(const void* key, Node::Type type, std::shared_ptr<Tenant> tenant,
-            std::shared_ptr<File> file) {
+            std::shared_ptr<File> file, std::shared_ptr<tenancy::Database> db = nullptr) {
     Shard& s = ShardFor(key);
     std::lock_guard lock(s.mu);
     auto [it, inserted] = s.nodes.try_emplace(key, nullptr);
@@ -58,6 +59,7 @@ class NodeTable {
       n->type = type;
       n->tenant = std::move(tenant);
       n->file = std::move(file);
+      n->db = std::move(db);
       n->key = key;
       it->second = n;
     }
@@ -74,6 +76,14 @@ class NodeTable {
     if (it != s.nodes.end() && it->second == node) s.nodes.erase(it);
     lock.unlock();
     delete node;
+  }
+
+  // The live node for key, or null. No reference is taken.
+  Node* Find(const void* key) {
+    Shard& s = ShardFor(key);
+    std::lock_guard lock(s.mu);
+    auto it = s.nodes.find(key);
+    return it == s.nodes.end() ? nullptr : it->second;
   }
 
   ~NodeTable() {
@@ -146,36 +156,58 @@ void Guard(fuse_req_t req, const char* op, Fn&& fn) {
   }
 }
 
+// A -pos file: read-only, fixed size, times of its tenant directory.
+Result<struct stat> StatPos(FuseServer::Impl* c, Node* n) {
+  auto st = c->store->StatTenant(*n->tenant);
+  if (!st.ok()) return st;
+  st->st_mode = S_IFREG | 0444;
+  st->st_nlink = 1;
+  st->st_size = Store::kPosFileSize;
+  st->st_blocks = 1;
+  return st;
+}
+
 Result<struct stat> StatNode(FuseServer::Impl* c, Node* n) {
   Result<struct stat> st = n->type == Node::Type::kRoot     ? c->store->StatRoot()
                            : n->type == Node::Type::kTenant ? c->store->StatTenant(*n->tenant)
+                           : n->type == Node::Type::kPos    ? StatPos(c, n)
                                                             : c->store->StatFile(*n->file);
   if (st.ok()) st->st_ino = c->InoOf(n);
   return st;
 }
 
-void ReplyEntry(fuse_req_t req, FuseServer::Impl* c, Node* n, const struct stat& st) {
+// Distinct table keys for a database's -pos node (never a File's or Tenant's address).
+const void* PosKey(const tenancy::Database* db) { return reinterpret_cast<const char*>(db) + 1; }
+
+void ReplyEntry(fuse_req_t req, FuseServer::Impl* c, Node* n, const struct stat& st,
+                double timeout = kCacheSeconds) {
   fuse_entry_param e;
   std::memset(&e, 0, sizeof(e));
   e.ino = c->InoOf(n);
   e.generation = 1;
   e.attr = st;
   e.attr.st_ino = e.ino;
-  e.attr_timeout = kCacheSeconds;
-  e.entry_timeout = kCacheSeconds;
+  e.attr_timeout = timeout;
+  e.entry_timeout = timeout;
   if (fuse_reply_entry(req, &e) != 0) {
     // The kernel did not take the reference (e.g. the request was interrupted).
     c->nodes.Forget(n, 1);
   }
 }
 
-// A cached negative entry: the name stays absent until this daemon creates it.
-void ReplyNoEntry(fuse_req_t req) {
+// A cached negative entry: the name stays absent until a create through the
+// kernel makes it. Names tenantfs makes appear on its own (-pos) are not cached.
+void ReplyNoEntry(fuse_req_t req, double timeout = kCacheSeconds) {
   fuse_entry_param e;
   std::memset(&e, 0, sizeof(e));
   e.ino = 0;
-  e.entry_timeout = kCacheSeconds;
+  e.entry_timeout = timeout;
   fuse_reply_entry(req, &e);
+}
+
+bool IsPosName(const char* name) {
+  auto parsed = tenancy::ParseFileName(name);
+  return parsed && parsed->kind == tenancy::FileKind::kPos;
 }
 
 void OpInit(void* userdata, fuse_conn_info* conn) {
@@ -206,6 +238,21 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
         return ReplyEntry(req, c, n, st.value());
       }
       case Node::Type::kTenant: {
+        if (IsPosName(name)) {
+          auto db = c->store->LookupPos(p->tenant, name);
+          if (!db.ok()) {
+            if (db.status().code() == Status::Code::kNotFound) return ReplyNoEntry(req, 0);
+            return ReplyStatus(req, db.status());
+          }
+          Node* n = c->nodes.Ref(PosKey(db.value().get()), Node::Type::kPos, p->tenant, nullptr,
+                                 db.value());
+          auto st = StatPos(c, n);
+          if (!st.ok()) {
+            c->nodes.Forget(n, 1);
+            return ReplyStatus(req, st.status());
+          }
+          return ReplyEntry(req, c, n, st.value(), 0);
+        }
         auto f = c->store->LookupFile(p->tenant, name);
         if (!f.ok()) {
           if (f.status().code() == Status::Code::kNotFound) return ReplyNoEntry(req);
@@ -217,6 +264,7 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
         return ReplyEntry(req, c, n, st.value());
       }
       case Node::Type::kFile:
+      case Node::Type::kPos:
         return (void)fuse_reply_err(req, ENOTDIR);
     }
   });
@@ -250,6 +298,7 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
   Guard(req, "setattr", [&] {
     auto* c = Ctx(req);
     Node* n = c->NodeOf(ino);
+    if (n->type == Node::Type::kPos) return (void)fuse_reply_err(req, EPERM);
     if (n->type != Node::Type::kFile) {
       // Tenant directories and the root keep the mode they were made with.
       if (to_set & (FUSE_SET_ATTR_SIZE)) return (void)fuse_reply_err(req, EISDIR);
@@ -338,7 +387,23 @@ void OpUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
       return (void)fuse_reply_err(req, t.ok() ? EISDIR : ENOENT);
     }
     if (p->type != Node::Type::kTenant) return (void)fuse_reply_err(req, ENOTDIR);
-    c->store->Unlink(p->tenant, name, [req](Status s) { ReplyStatus(req, s); });
+    auto parsed = tenancy::ParseFileName(name);
+    bool is_db = parsed && parsed->kind == tenancy::FileKind::kMain;
+    std::string db_name = parsed ? parsed->db : "";
+    c->store->Unlink(p->tenant, name, [req, c, parent, is_db, db_name](Status s) {
+      ReplyStatus(req, s);
+      if (!s.ok() || !is_db) return;
+      // The companions went too, behind the kernel's back: drop its names for
+      // them. Not from this thread: the kernel may still hold the directory lock
+      // until our reply is processed, and the notify would wait for it.
+      c->executor->Run([c, parent, db_name] {
+        for (auto kind : {tenancy::FileKind::kJournal, tenancy::FileKind::kWal,
+                          tenancy::FileKind::kShm}) {
+          std::string n = tenancy::MakeFileName(db_name, kind);
+          fuse_lowlevel_notify_inval_entry(c->se, parent, n.c_str(), n.size());
+        }
+      });
+    });
   });
 }
 
@@ -392,6 +457,15 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Guard(req, "open", [&] {
     auto* c = Ctx(req);
     Node* n = c->NodeOf(ino);
+    if (n->type == Node::Type::kPos) {
+      if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+        return (void)fuse_reply_err(req, EPERM);
+      }
+      fi->fh = 0;
+      fi->direct_io = 1;  // always the current position, never a cached page
+      fuse_reply_open(req, fi);
+      return;
+    }
     if (n->type != Node::Type::kFile) return (void)fuse_reply_err(req, EISDIR);
     Status s = n->file->Acquire();
     if (!s.ok()) return ReplyStatus(req, s);
@@ -407,6 +481,7 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto* h = reinterpret_cast<Handle*>(fi->fh);
+  if (h == nullptr) return (void)fuse_reply_err(req, 0);  // a -pos handle
   h->file->Release();
   delete h;
   fuse_reply_err(req, 0);
@@ -416,6 +491,16 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
   Guard(req, "read", [&] {
     auto* c = Ctx(req);
     auto* h = reinterpret_cast<Handle*>(fi->fh);
+    if (h == nullptr) {  // -pos
+      Node* n = c->NodeOf(ino);
+      c->store->ReadPosition(n->db, [req, size, off](Result<tenancy::Position> pos) {
+        if (!pos.ok()) return ReplyStatus(req, pos.status());
+        std::string text = Store::FormatPosition(pos.value());
+        size_t from = std::min(static_cast<size_t>(off), text.size());
+        fuse_reply_buf(req, text.data() + from, std::min(size, text.size() - from));
+      });
+      return;
+    }
     thread_local std::vector<char> buf;
     if (buf.size() < size) buf.resize(size);
     auto n = c->store->Read(*h->file, buf.data(), size, off);
@@ -477,6 +562,12 @@ void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       return ReplyStatus(req, names.status());
     }
     for (auto& name : names.value()) {
+      bool is_db = n->type == Node::Type::kTenant && tenancy::ParseFileName(name)->kind ==
+                                                          tenancy::FileKind::kMain;
+      if (is_db) {
+        d->names.push_back(tenancy::MakeFileName(name, tenancy::FileKind::kPos));
+        d->types.push_back(S_IFREG);
+      }
       d->names.push_back(std::move(name));
       d->types.push_back(type);
     }

@@ -11,7 +11,7 @@ namespace {
 class TbbExecutor : public Executor {
  public:
   explicit TbbExecutor(int threads)
-      : control_(tbb::global_control::max_allowed_parallelism, threads), arena_(threads, 0) {}
+      : control_(tbb::global_control::max_allowed_parallelism, threads + 1), arena_(threads, 0) {}
   ~TbbExecutor() override { Drain(); }
 
   void Run(std::function<void()> task) override {

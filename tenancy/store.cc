@@ -5,6 +5,11 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+
+#include "metrics/log.h"
 
 namespace tenancy {
 
@@ -61,6 +66,8 @@ File::~File() {
 Status File::Acquire() {
   std::lock_guard lock(mu_);
   if (fd_.load(std::memory_order_relaxed) < 0) {
+    // Reopening by path would find a newer file of the same name.
+    if (unlinked()) return Status::FromErrno(ESTALE, "open " + path_ + " (unlinked)");
     int fd = ::open(path_.c_str(), O_RDWR | O_CLOEXEC);
     if (fd < 0 && (errno == EACCES || errno == EROFS)) fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return Status::FromErrno(errno, "open " + path_);
@@ -84,15 +91,67 @@ std::string Database::BackingPath(FileKind kind) const {
 
 // ---- Store ----
 
-Store::Store(std::string data_dir, Executor* executor)
-    : data_dir_(std::move(data_dir)), tenants_dir_(data_dir_ + "/tenants"), executor_(executor) {}
+Store::Store(const Options& options)
+    : options_(options),
+      data_dir_(options.data_dir),
+      tenants_dir_(data_dir_ + "/tenants"),
+      log_dir_(data_dir_ + "/log"),
+      executor_(options.executor) {}
+
+namespace {
+constexpr const char* kCleanMarker = "/CLEAN";
+}  // namespace
 
 Result<std::unique_ptr<Store>> Store::Open(const Options& options) {
   if (options.executor == nullptr) return Status::InvalidArgument("store needs an executor");
-  std::unique_ptr<Store> store(new Store(options.data_dir, options.executor));
+  Options opts = options;
+  if (!opts.now_ms) {
+    opts.now_ms = [] {
+      return std::chrono::duration_cast<std::chrono::milliseconds>(
+                 std::chrono::system_clock::now().time_since_epoch())
+          .count();
+    };
+  }
+  std::unique_ptr<Store> store(new Store(opts));
+  struct stat st;
+  bool existed = ::stat(store->tenants_dir_.c_str(), &st) == 0;
+  std::string marker = store->data_dir_ + kCleanMarker;
+  bool clean = ::access(marker.c_str(), F_OK) == 0;
+  store->unclean_start_ = existed && !clean;
+  if (clean && ::unlink(marker.c_str()) != 0) return Status::FromErrno(errno, "unlink " + marker);
   Status s = MakeDirs(store->tenants_dir_);
   if (!s.ok()) return s;
+  s = MakeDirs(store->log_dir_);
+  if (!s.ok()) return s;
   return store;
+}
+
+Status Store::Close() {
+  std::vector<std::shared_ptr<Database>> dbs;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [name, tenant] : tenants_) {
+      std::lock_guard tlock(tenant->mu_);
+      for (auto& [dname, db] : tenant->dbs_) dbs.push_back(db);
+    }
+  }
+  Status first;
+  for (auto& db : dbs) {
+    Status s = db->capture().Sync();  // queues are drained: nothing else runs
+    if (!s.ok() && first.ok()) first = s;
+  }
+  if (!first.ok()) return first;
+  std::string marker = data_dir_ + kCleanMarker;
+  int fd = ::open(marker.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return Status::FromErrno(errno, "create " + marker);
+  ::fsync(fd);
+  ::close(fd);
+  int dfd = ::open(data_dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+  return Status::Ok();
 }
 
 Result<struct stat> Store::StatRoot() const { return StatPath(tenants_dir_); }
@@ -172,7 +231,20 @@ Result<std::shared_ptr<Database>> Store::LookupDatabase(const std::shared_ptr<Te
     std::string path = tenant->dir() + "/" + db_name;
     if (::stat(path.c_str(), &st) != 0) return Status::FromErrno(errno, "stat " + path);
   }
-  auto db = std::make_shared<Database>(tenant, db_name, SerialQueue::Create(executor_));
+  Capture::Env env;
+  env.tenant = tenant->name();
+  env.db = db_name;
+  env.main_path = tenant->dir() + "/" + db_name;
+  env.journal_path = env.main_path + std::string(FileSuffix(FileKind::kJournal));
+  env.wal_path = env.main_path + std::string(FileSuffix(FileKind::kWal));
+  env.log_dir = log_dir_ + "/" + tenant->name() + "/" + db_name;
+  env.log_options = options_.log_options;
+  env.verify_each_commit = options_.verify_each_commit;
+  env.unclean_start = unclean_start_;
+  env.now_ms = options_.now_ms;
+  env.stats = &stats_;
+  auto db = std::make_shared<Database>(tenant, db_name, SerialQueue::Create(executor_),
+                                       std::move(env));
   tenant->dbs_.emplace(db_name, db);
   return db;
 }
@@ -273,8 +345,16 @@ void Store::Unlink(const std::shared_ptr<Tenant>& tenant, std::string_view name,
   if (!db.ok()) return done(db.status());
   std::shared_ptr<Database> d = std::move(db.value());
   FileKind kind = parsed->kind;
-  Submit(*d, true, [this, tenant, d, kind, done = std::move(done)] {
+  Submit(*d, true, [tenant, d, kind, done = std::move(done)] {
     std::string path = d->BackingPath(kind);
+    Capture& cap = d->capture();
+    // Loading needs the main file, which this very unlink may remove.
+    Status loaded = cap.Load();
+    if (loaded.ok() || kind == FileKind::kMain) {
+      if (Status s = cap.BeforeUnlink(kind); !s.ok() && kind != FileKind::kMain) return done(s);
+    } else {
+      return done(loaded);
+    }
     if (::unlink(path.c_str()) != 0) return done(Status::FromErrno(errno, "unlink " + path));
     std::shared_ptr<File> gone[kBackedFileKinds];
     if (kind == FileKind::kMain) {
@@ -301,7 +381,8 @@ void Store::Unlink(const std::shared_ptr<Tenant>& tenant, std::string_view name,
     for (auto& f : gone) {
       if (f) f->unlinked_.store(true, std::memory_order_release);
     }
-    done(Status::Ok());
+    Status s = cap.AfterUnlink(kind);
+    done(s);
   });
 }
 
@@ -332,6 +413,10 @@ Result<size_t> Store::Read(File& file, char* buf, size_t size, off_t offset) con
 void Store::Write(std::shared_ptr<File> file, std::string data, off_t offset, DoneSize done) {
   Database& db = file->db();
   Submit(db, true, [file = std::move(file), data = std::move(data), offset, done = std::move(done)] {
+    Capture& cap = file->db().capture();
+    FileKind kind = file->kind();
+    if (Status s = cap.Load(); !s.ok()) return done(s);
+    if (Status s = cap.BeforeWrite(kind, offset, data); !s.ok()) return done(s);
     size_t written = 0;
     while (written < data.size()) {
       ssize_t n = ::pwrite(file->fd(), data.data() + written, data.size() - written,
@@ -342,6 +427,7 @@ void Store::Write(std::shared_ptr<File> file, std::string data, off_t offset, Do
       }
       written += static_cast<size_t>(n);
     }
+    if (Status s = cap.AfterWrite(kind, offset, data); !s.ok()) return done(s);
     done(written);
   });
 }
@@ -349,10 +435,14 @@ void Store::Write(std::shared_ptr<File> file, std::string data, off_t offset, Do
 void Store::Truncate(std::shared_ptr<File> file, off_t size, Done done) {
   Database& db = file->db();
   Submit(db, true, [file = std::move(file), size, done = std::move(done)] {
+    Capture& cap = file->db().capture();
+    FileKind kind = file->kind();
+    if (Status s = cap.Load(); !s.ok()) return done(s);
+    if (Status s = cap.BeforeTruncate(kind, size); !s.ok()) return done(s);
     if (::ftruncate(file->fd(), size) != 0) {
       return done(Status::FromErrno(errno, "truncate " + file->path()));
     }
-    done(Status::Ok());
+    done(cap.AfterTruncate(kind, size));
   });
 }
 
@@ -360,6 +450,11 @@ void Store::Fallocate(std::shared_ptr<File> file, int mode, off_t offset, off_t 
                       Done done) {
   Database& db = file->db();
   Submit(db, true, [file = std::move(file), mode, offset, length, done = std::move(done)] {
+    // Plain allocation only: it adds zero bytes at most (capture counts a grown
+    // file at the commit point). Hole punching would change bytes unseen.
+    if (mode != 0 && mode != FALLOC_FL_KEEP_SIZE) {
+      return done(Status::FromErrno(EOPNOTSUPP, "fallocate mode " + std::to_string(mode)));
+    }
     if (::fallocate(file->fd(), mode, offset, length) != 0) {
       return done(Status::FromErrno(errno, "fallocate " + file->path()));
     }
@@ -370,10 +465,38 @@ void Store::Fallocate(std::shared_ptr<File> file, int mode, off_t offset, off_t 
 void Store::Fsync(std::shared_ptr<File> file, bool datasync, Done done) {
   Database& db = file->db();
   Submit(db, false, [file = std::move(file), datasync, done = std::move(done)] {
+    Capture& cap = file->db().capture();
+    if (Status s = cap.Load(); !s.ok()) return done(s);
     int rc = datasync ? ::fdatasync(file->fd()) : ::fsync(file->fd());
     if (rc != 0) return done(Status::FromErrno(errno, "fsync " + file->path()));
-    done(Status::Ok());
+    done(cap.AfterFsync(file->kind()));
   });
+}
+
+Result<std::shared_ptr<Database>> Store::LookupPos(const std::shared_ptr<Tenant>& tenant,
+                                                   std::string_view name) {
+  auto parsed = ParseFileName(name);
+  if (!parsed || parsed->kind != FileKind::kPos) return Status::NotFound("no file " + std::string(name));
+  return LookupDatabase(tenant, parsed->db, /*create=*/false);
+}
+
+void Store::ReadPosition(std::shared_ptr<Database> db, DonePos done) {
+  Database& d = *db;
+  Submit(d, true, [db = std::move(db), done = std::move(done)] {
+    {
+      std::lock_guard lock(db->mu_);
+      if (db->deleted_) return done(Status::NotFound("database " + db->name() + " was deleted"));
+    }
+    Status s = db->capture().Load();
+    if (!s.ok()) return done(s);
+    done(db->capture().position());
+  });
+}
+
+std::string Store::FormatPosition(const Position& pos) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%016" PRIx64 "/%016" PRIx64 "\n", pos.txid, pos.checksum);
+  return buf;
 }
 
 Status Store::SetMode(File& file, mode_t mode) {

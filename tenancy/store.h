@@ -25,6 +25,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "tenancy/capture.h"
 #include "tenancy/executor.h"
 #include "tenancy/names.h"
 #include "tenancy/serial_queue.h"
@@ -86,18 +87,25 @@ class Tenant {
 
 class Database {
  public:
-  Database(std::shared_ptr<Tenant> tenant, std::string name, std::shared_ptr<SerialQueue> queue)
-      : tenant_(std::move(tenant)), name_(std::move(name)), queue_(std::move(queue)) {}
+  Database(std::shared_ptr<Tenant> tenant, std::string name, std::shared_ptr<SerialQueue> queue,
+           Capture::Env capture_env)
+      : tenant_(std::move(tenant)),
+        name_(std::move(name)),
+        queue_(std::move(queue)),
+        capture_(std::move(capture_env)) {}
   Tenant& tenant() const { return *tenant_; }
   const std::string& name() const { return name_; }
   SerialQueue& queue() const { return *queue_; }
   std::string BackingPath(FileKind kind) const;
+  // REQUIRES: on queue() for everything but position().
+  Capture& capture() { return capture_; }
 
  private:
   friend class Store;
   const std::shared_ptr<Tenant> tenant_;
   const std::string name_;
   const std::shared_ptr<SerialQueue> queue_;
+  Capture capture_;
   std::mutex mu_;  // after Tenant::mu_, before File::mu_
   std::shared_ptr<File> files_[kBackedFileKinds];  // guarded by mu_; null = not known to exist
   bool deleted_ = false;                           // guarded by mu_
@@ -108,13 +116,24 @@ class Store {
   struct Options {
     std::string data_dir;
     Executor* executor = nullptr;  // runs queued work; must outlive the Store
+    bool verify_each_commit = false;  // recompute full checksums after commits (tests)
+    ChangeLog::Options log_options;
+    std::function<int64_t()> now_ms;  // default: the system clock
   };
   using Done = std::function<void(Status)>;
   using DoneFile = std::function<void(Result<std::shared_ptr<File>>)>;
   using DoneSize = std::function<void(Result<size_t>)>;
+  using DonePos = std::function<void(Result<Position>)>;
 
-  // Creates <data_dir>/tenants if missing. Does not scan anything.
+  // Creates <data_dir>/tenants if missing. Does not scan anything. Notes whether
+  // the last shutdown was clean (Close() ran); if not, each database verifies its
+  // position against its files when first touched.
   static Result<std::unique_ptr<Store>> Open(const Options& options);
+  // Makes every captured change set durable and marks the shutdown clean.
+  // REQUIRES: no more requests arrive; the executor is drained.
+  Status Close();
+  bool unclean_start() const { return unclean_start_; }
+  CaptureStats& stats() { return stats_; }
 
   const std::string& tenants_dir() const { return tenants_dir_; }
 
@@ -134,8 +153,16 @@ class Store {
   // open(O_CREAT[|O_EXCL]) semantics. A companion needs its database to exist.
   void CreateFile(const std::shared_ptr<Tenant>& tenant, std::string_view name, mode_t mode,
                   bool exclusive, DoneFile done);
-  // Unlinking a database removes its companions with it.
+  // Unlinking a database removes its companions (and its change log) with it.
   void Unlink(const std::shared_ptr<Tenant>& tenant, std::string_view name, Done done);
+  // The database a "<db>-pos" name stands for (NotFound unless it exists).
+  Result<std::shared_ptr<Database>> LookupPos(const std::shared_ptr<Tenant>& tenant,
+                                              std::string_view name);
+  // The database's position, loading it first if needed (runs on its queue).
+  void ReadPosition(std::shared_ptr<Database> db, DonePos done);
+  // SPEC's -pos content: "%016x/%016x\n" of TXID and checksum.
+  static std::string FormatPosition(const Position& pos);
+  static constexpr size_t kPosFileSize = 34;
 
   // Data path. Write/Truncate/Fallocate/Fsync REQUIRE the file Acquire()d.
   Result<struct stat> StatFile(File& file) const;
@@ -153,15 +180,19 @@ class Store {
   int64_t queue_depth() const { return queued_.load(std::memory_order_relaxed); }
 
  private:
-  Store(std::string data_dir, Executor* executor);
+  explicit Store(const Options& options);
   Result<std::shared_ptr<Database>> LookupDatabase(const std::shared_ptr<Tenant>& tenant,
                                                    const std::string& db_name, bool create);
   // Runs op on db's queue, counted in queue_depth().
   void Submit(Database& db, bool inline_ok, std::function<void()> op);
 
+  const Options options_;
   const std::string data_dir_;
   const std::string tenants_dir_;
+  const std::string log_dir_;
   Executor* const executor_;
+  bool unclean_start_ = false;
+  CaptureStats stats_;
   mutable std::mutex mu_;  // first in lock order
   std::unordered_map<std::string, std::shared_ptr<Tenant>> tenants_;  // guarded by mu_
   std::atomic<int64_t> queued_{0};

@@ -1,0 +1,718 @@
+#include "tenancy/capture.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "metrics/log.h"
+#include "tenancy/crc64.h"
+
+namespace tenancy {
+
+namespace {
+
+constexpr unsigned char kJournalMagic[8] = {0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7};
+constexpr uint32_t kWalMagicLe = 0x377f0682;
+constexpr uint32_t kWalMagicBe = 0x377f0683;
+constexpr size_t kWalHeader = 32;
+constexpr size_t kFrameHeader = 24;
+
+uint32_t Be32(const void* p) {
+  const unsigned char* b = static_cast<const unsigned char*>(p);
+  return (uint32_t{b[0]} << 24) | (uint32_t{b[1]} << 16) | (uint32_t{b[2]} << 8) | b[3];
+}
+
+// SQLite's page-size field: bytes 16..17 big-endian, 1 meaning 65536.
+uint32_t HeaderPageSizeOf(const char* header) {
+  uint32_t v = (uint32_t{static_cast<unsigned char>(header[16])} << 8) |
+               static_cast<unsigned char>(header[17]);
+  if (v == 1) return 65536;
+  if (v < 512 || v > 32768 || (v & (v - 1)) != 0) return 0;
+  return v;
+}
+
+// SQLite's WAL checksum over 8-byte chunks, continuing from s[0], s[1].
+void WalChecksum(bool big_endian, const unsigned char* data, size_t n, uint32_t s[2]) {
+  uint32_t s0 = s[0], s1 = s[1];
+  for (size_t i = 0; i + 8 <= n; i += 8) {
+    uint32_t a, b;
+    if (big_endian) {
+      a = Be32(data + i);
+      b = Be32(data + i + 4);
+    } else {
+      std::memcpy(&a, data + i, 4);
+      std::memcpy(&b, data + i + 4, 4);
+    }
+    s0 += a + s1;
+    s1 += b + s0;
+  }
+  s[0] = s0;
+  s[1] = s1;
+}
+
+Status PreadFull(int fd, char* buf, size_t n, uint64_t off, const std::string& what) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t r = ::pread(fd, buf + done, n - done, static_cast<off_t>(off + done));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(errno, "read " + what);
+    }
+    if (r == 0) {
+      std::memset(buf + done, 0, n - done);  // past EOF reads as zeros, like SQLite's short read
+      return Status::Ok();
+    }
+    done += static_cast<size_t>(r);
+  }
+  return Status::Ok();
+}
+
+bool AllZero(std::string_view d) {
+  return std::all_of(d.begin(), d.end(), [](char c) { return c == 0; });
+}
+
+}  // namespace
+
+Capture::Capture(Env env) : env_(std::move(env)) {}
+
+Capture::~Capture() {
+  if (main_fd_ >= 0) ::close(main_fd_);
+  if (wal_fd_ >= 0) ::close(wal_fd_);
+}
+
+Position Capture::position() const {
+  std::lock_guard lock(pos_mu_);
+  return published_;
+}
+
+void Capture::Publish() {
+  Position p;
+  p.txid = txid_;
+  p.checksum = checksum_;
+  p.page_size = page_size_;
+  p.pages = pages_;
+  p.db_id = db_id_;
+  p.timestamp_ms = log_ ? log_->tail().timestamp_ms : 0;
+  std::lock_guard lock(pos_mu_);
+  published_ = p;
+}
+
+Status Capture::Fail(Status s) {
+  if (broken_.ok()) {
+    broken_ = s;
+    LOG_ERROR("capture failed; writes to this database are refused until restart",
+              {{"tenant", env_.tenant}, {"db", env_.db}, {"error", s.ToString()}});
+  }
+  return s;
+}
+
+Result<int> Capture::MainFd() {
+  if (main_fd_ < 0) {
+    main_fd_ = ::open(env_.main_path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (main_fd_ < 0) return Status::FromErrno(errno, "open " + env_.main_path);
+  }
+  return main_fd_;
+}
+
+Result<int> Capture::WalFd() {
+  if (wal_fd_ < 0) {
+    wal_fd_ = ::open(env_.wal_path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (wal_fd_ < 0) return Status::FromErrno(errno, "open " + env_.wal_path);
+  }
+  return wal_fd_;
+}
+
+Result<uint64_t> Capture::MainSize() {
+  auto fd = MainFd();
+  if (!fd.ok()) return fd.status();
+  struct stat st;
+  if (::fstat(fd.value(), &st) != 0) return Status::FromErrno(errno, "stat " + env_.main_path);
+  return static_cast<uint64_t>(st.st_size);
+}
+
+Result<Capture::Header> Capture::ReadHeader() {
+  auto fd = MainFd();
+  if (!fd.ok()) return fd.status();
+  auto size = MainSize();
+  if (!size.ok()) return size.status();
+  char header[100];
+  Status s = PreadFull(fd.value(), header, sizeof(header), 0, env_.main_path);
+  if (!s.ok()) return s;
+  Header h;
+  if (size.value() < sizeof(header) || std::memcmp(header, "SQLite format 3", 16) != 0) return h;
+  h.page_size = HeaderPageSizeOf(header);
+  if (h.page_size == 0) return h;
+  // SQLite's own rule: the in-header size counts when its version-valid-for
+  // number matches the change counter; otherwise the file size does. (Rollback
+  // mode may cut the file only after the commit point.)
+  uint32_t in_header = Be32(header + 28);
+  if (in_header != 0 && Be32(header + 24) == Be32(header + 92)) {
+    h.pages = in_header;
+  } else {
+    h.pages = static_cast<uint32_t>(size.value() / h.page_size);
+  }
+  return h;
+}
+
+Status Capture::ReadMainPage(uint32_t pgno, char* buf) {
+  auto fd = MainFd();
+  if (!fd.ok()) return fd.status();
+  return PreadFull(fd.value(), buf, page_size_, uint64_t{pgno - 1} * page_size_, env_.main_path);
+}
+
+Status Capture::ReadLogicalPage(uint32_t pgno, char* buf) {
+  if (wal_active_) {
+    auto it = wal_pages_.find(pgno);
+    if (it != wal_pages_.end()) {
+      auto fd = WalFd();
+      if (!fd.ok()) return fd.status();
+      return PreadFull(fd.value(), buf, page_size_, FrameOffset(it->second.frame) + kFrameHeader,
+                       env_.wal_path);
+    }
+  }
+  return ReadMainPage(pgno, buf);
+}
+
+void Capture::ResetWal() {
+  wal_active_ = false;
+  wal_next_frame_ = 0;
+  wal_pages_.clear();
+  if (wal_fd_ >= 0) {
+    ::close(wal_fd_);
+    wal_fd_ = -1;
+  }
+}
+
+// Reads the WAL as SQLite's recovery would: frames whose salts and checksum
+// chain are valid, up to the last commit frame.
+Status Capture::LoadWal() {
+  ResetWal();
+  int fd = ::open(env_.wal_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno == ENOENT ? Status::Ok() : Status::FromErrno(errno, "open " + env_.wal_path);
+  wal_fd_ = fd;
+  unsigned char hdr[kWalHeader];
+  Status s = PreadFull(fd, reinterpret_cast<char*>(hdr), kWalHeader, 0, env_.wal_path);
+  if (!s.ok()) return s;
+  uint32_t magic = Be32(hdr);
+  if (magic != kWalMagicLe && magic != kWalMagicBe) return Status::Ok();  // empty or garbage: unused
+  bool big = magic == kWalMagicBe;
+  uint32_t ps = Be32(hdr + 8);
+  if (ps == 1) ps = 65536;
+  uint32_t cks[2] = {0, 0};
+  WalChecksum(big, hdr, 24, cks);
+  if (cks[0] != Be32(hdr + 24) || cks[1] != Be32(hdr + 28)) return Status::Ok();
+  if (page_size_ != 0 && ps != page_size_) return Status::Ok();
+  page_size_ = ps;
+  wal_active_ = true;
+  wal_salt1_ = Be32(hdr + 16);
+  wal_salt2_ = Be32(hdr + 20);
+  std::vector<unsigned char> frame(kFrameHeader + ps);
+  std::unordered_map<uint32_t, WalPage> pending;
+  for (uint64_t i = 0;; ++i) {
+    uint64_t off = FrameOffset(i);
+    ssize_t n = ::pread(fd, frame.data(), frame.size(), static_cast<off_t>(off));
+    if (n != static_cast<ssize_t>(frame.size())) break;
+    if (Be32(frame.data() + 8) != wal_salt1_ || Be32(frame.data() + 12) != wal_salt2_) break;
+    WalChecksum(big, frame.data(), 8, cks);
+    WalChecksum(big, frame.data() + kFrameHeader, ps, cks);
+    if (cks[0] != Be32(frame.data() + 16) || cks[1] != Be32(frame.data() + 20)) break;
+    uint32_t pgno = Be32(frame.data());
+    pending[pgno] = WalPage{PageCrc(pgno, frame.data() + kFrameHeader, ps), i};
+    uint32_t commit_pages = Be32(frame.data() + 4);
+    if (commit_pages != 0) {
+      for (auto& [p, wp] : pending) wal_pages_[p] = wp;
+      pending.clear();
+      for (auto it = wal_pages_.begin(); it != wal_pages_.end();) {
+        it = it->first > commit_pages ? wal_pages_.erase(it) : std::next(it);
+      }
+      pages_ = commit_pages;
+      wal_next_frame_ = i + 1;
+    }
+  }
+  return Status::Ok();
+}
+
+Status Capture::Load() {
+  if (loaded_) return broken_;
+  auto log = ChangeLog::Open(env_.log_dir, env_.log_options);
+  if (!log.ok()) return Fail(log.status());
+  log_ = std::move(log.value());
+  const Position& tail = log_->tail();
+  txid_ = tail.txid;
+  checksum_ = tail.checksum;
+  db_id_ = tail.db_id;
+  if (db_id_ == 0) {
+    std::random_device rd;
+    db_id_ = (uint64_t{rd()} << 32) ^ rd() ^ static_cast<uint64_t>(env_.now_ms());
+    if (db_id_ == 0) db_id_ = 1;
+  }
+
+  auto header = ReadHeader();
+  if (!header.ok()) return Fail(header.status());
+  page_size_ = header->page_size;
+  pages_ = header->pages;
+
+  // A journal with SQLite's magic is hot: its transaction is still open (or
+  // its writer died and the next opener will roll it back).
+  {
+    int jfd = ::open(env_.journal_path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (jfd >= 0) {
+      unsigned char magic[8] = {};
+      journal_hot_ = ::pread(jfd, magic, 8, 0) == 8 && std::memcmp(magic, kJournalMagic, 8) == 0;
+      ::close(jfd);
+    }
+  }
+  Status s = LoadWal();
+  if (!s.ok()) return Fail(s);
+  loaded_ = true;
+
+  if (txid_ == 0 && pages_ > 0) {
+    // The file predates its log (created by an older build, or placed in the
+    // data dir): one snapshot record makes the log replayable from empty.
+    s = WriteSnapshot("database had no change log");
+    if (!s.ok()) return Fail(s);
+  } else if (env_.unclean_start) {
+    if (journal_hot_) {
+      verify_pending_ = true;  // after the hot journal is resolved
+    } else {
+      s = VerifyOrRepair("after unclean shutdown");
+      if (!s.ok()) return Fail(s);
+    }
+  }
+  Publish();
+  return Status::Ok();
+}
+
+Result<uint64_t> Capture::ComputeChecksum() {
+  if (page_size_ == 0 || pages_ == 0) return uint64_t{kEmptyChecksum};
+  uint64_t sum = 0;
+  uint32_t lock = LockPage(page_size_);
+  std::vector<char> buf(page_size_);
+  for (uint32_t p = 1; p <= pages_; ++p) {
+    if (p == lock) continue;
+    if (wal_active_) {
+      auto it = wal_pages_.find(p);
+      if (it != wal_pages_.end()) {
+        sum ^= it->second.crc;
+        continue;
+      }
+    }
+    Status s = ReadMainPage(p, buf.data());
+    if (!s.ok()) return s;
+    sum ^= PageCrc(p, buf.data(), page_size_);
+  }
+  return sum | kEmptyChecksum;
+}
+
+Status Capture::VerifyOrRepair(const char* when) {
+  auto actual = ComputeChecksum();
+  if (!actual.ok()) return actual.status();
+  if (actual.value() == checksum_) return Status::Ok();
+  LOG_WARN("database checksum differs from its change log; writing a snapshot record",
+           {{"tenant", env_.tenant}, {"db", env_.db}, {"when", when}});
+  if (env_.stats) env_.stats->repairs.fetch_add(1);
+  return WriteSnapshot(when);
+}
+
+Status Capture::WriteSnapshot(const char* why) {
+  std::vector<uint32_t> pgnos;
+  std::string pages;
+  uint32_t lock = page_size_ ? LockPage(page_size_) : 0;
+  std::vector<char> buf(page_size_);
+  uint64_t sum = 0;
+  for (uint32_t p = 1; p <= pages_; ++p) {
+    if (p == lock) continue;
+    Status s = ReadLogicalPage(p, buf.data());
+    if (!s.ok()) return s;
+    sum ^= PageCrc(p, buf.data(), page_size_);
+    pgnos.push_back(p);
+    pages.append(buf.data(), page_size_);
+  }
+  // A new database's first commit is a snapshot too; only repairs are news.
+  if (txid_ > 0) {
+    LOG_INFO("snapshot record", {{"tenant", env_.tenant}, {"db", env_.db}, {"why", why},
+                                 {"pages", std::to_string(pages_)}});
+  }
+  return Emit(std::move(pgnos), std::move(pages), pages_, sum | kEmptyChecksum, ChangeSet::kFlagSnapshot);
+}
+
+Status Capture::Emit(std::vector<uint32_t> pgnos, std::string pages, uint32_t new_pages,
+                     uint64_t new_checksum, uint32_t flags) {
+  ChangeSet cs;
+  cs.db_id = db_id_;
+  cs.tenant = env_.tenant;
+  cs.db = env_.db;
+  cs.min_txid = txid_ + 1;
+  cs.max_txid = txid_ + 1;
+  cs.page_size = page_size_;
+  cs.commit_pages = new_pages;
+  cs.timestamp_ms = env_.now_ms();
+  cs.pre_checksum = checksum_;
+  cs.post_checksum = new_checksum;
+  cs.flags = flags;
+  cs.pgnos = std::move(pgnos);
+  cs.pages = std::move(pages);
+  std::string encoded = EncodeChangeSet(cs);
+  Position pos;
+  pos.txid = cs.max_txid;
+  pos.checksum = new_checksum;
+  pos.page_size = page_size_;
+  pos.pages = new_pages;
+  pos.timestamp_ms = cs.timestamp_ms;
+  pos.db_id = db_id_;
+  Status s = log_->Append(encoded, pos, cs.timestamp_ms);
+  if (!s.ok()) return s;
+  txid_ = cs.max_txid;
+  checksum_ = new_checksum;
+  pages_ = new_pages;
+  if (env_.stats) {
+    env_.stats->commits.fetch_add(1);
+    env_.stats->log_bytes.fetch_add(static_cast<int64_t>(encoded.size() + 4));
+  }
+  Publish();
+  return Status::Ok();
+}
+
+Status Capture::TrackMainPages(off_t offset, size_t length) {
+  if (length == 0) return Status::Ok();
+  if (page_size_ == 0) {
+    // No header yet: the file is empty (or garbage SQLite will overwrite). Every
+    // page written is new; Commit learns the page size from what was written.
+    return Status::Ok();
+  }
+  uint32_t first = static_cast<uint32_t>(offset / page_size_) + 1;
+  uint32_t last = static_cast<uint32_t>((offset + static_cast<off_t>(length) - 1) / page_size_) + 1;
+  std::vector<char> buf;
+  for (uint32_t p = first; p <= last; ++p) {
+    if (pre_crc_.count(p)) continue;
+    if (p > pages_) {
+      pre_crc_[p] = PreImage{0, false};
+      continue;
+    }
+    buf.resize(page_size_);
+    Status s = ReadMainPage(p, buf.data());
+    if (!s.ok()) return s;
+    pre_crc_[p] = PreImage{PageCrc(p, buf.data(), page_size_), true};
+  }
+  return Status::Ok();
+}
+
+Status Capture::Commit() {
+  auto started = std::chrono::steady_clock::now();
+  bool synced = sync_seen_;
+  sync_seen_ = false;
+  auto header = ReadHeader();
+  if (!header.ok()) return header.status();
+  if (header->page_size == 0) {  // still no valid header: nothing SQLite would read
+    pre_crc_.clear();
+    return Status::Ok();
+  }
+  Status s;
+  if (page_size_ != header->page_size) {
+    // New database, or VACUUM changed the page size: the whole file is new.
+    bool had_pages = page_size_ != 0 && pages_ > 0;
+    page_size_ = header->page_size;
+    pages_ = header->pages;
+    pre_crc_.clear();
+    if (had_pages || txid_ > 0 || pages_ > 0) s = WriteSnapshot("page size set");
+  } else {
+    uint32_t new_pages = header->pages;
+    uint32_t lock = LockPage(page_size_);
+    // Pages that appeared without being written (a size extension) count too.
+    for (uint32_t p = pages_ + 1; p <= new_pages; ++p) pre_crc_.try_emplace(p, PreImage{0, false});
+    // Pages cut off without being written leave the checksum with the bytes they
+    // still have (SQLite may shorten the file only after the commit point).
+    std::vector<char> cut(page_size_);
+    for (uint32_t p = new_pages + 1; p <= pages_; ++p) {
+      if (pre_crc_.count(p)) continue;
+      s = ReadMainPage(p, cut.data());
+      if (!s.ok()) return s;
+      pre_crc_[p] = PreImage{PageCrc(p, cut.data(), page_size_), true};
+    }
+    std::vector<uint32_t> touched;
+    touched.reserve(pre_crc_.size());
+    for (auto& [p, crc] : pre_crc_) touched.push_back(p);
+    std::sort(touched.begin(), touched.end());
+    uint64_t sum = checksum_;
+    std::vector<uint32_t> pgnos;
+    std::string pages;
+    std::vector<char> buf(page_size_);
+    for (uint32_t p : touched) {
+      if (p == lock) continue;
+      PreImage pre = pre_crc_[p];
+      if (p > new_pages) {  // truncated away
+        if (pre.present) sum ^= pre.crc;
+        continue;
+      }
+      s = ReadMainPage(p, buf.data());
+      if (!s.ok()) return s;
+      uint64_t post = PageCrc(p, buf.data(), page_size_);
+      if (pre.present && post == pre.crc) continue;  // unchanged bytes
+      if (pre.present) sum ^= pre.crc;
+      sum ^= post;
+      pgnos.push_back(p);
+      pages.append(buf.data(), page_size_);
+    }
+    pre_crc_.clear();
+    if (!pgnos.empty() || new_pages != pages_) {
+      s = Emit(std::move(pgnos), std::move(pages), new_pages, sum | kEmptyChecksum, 0);
+    }
+  }
+  if (s.ok() && synced) s = log_->Sync();
+  if (s.ok() && verify_pending_) {
+    verify_pending_ = false;
+    s = VerifyOrRepair("after hot journal");
+  }
+  if (s.ok() && env_.verify_each_commit) {
+    auto actual = ComputeChecksum();
+    if (actual.ok() && actual.value() != checksum_) {
+      if (env_.stats) env_.stats->verify_failures.fetch_add(1);
+      LOG_ERROR("verify: checksum mismatch after commit", {{"tenant", env_.tenant}, {"db", env_.db}});
+    }
+  }
+  if (env_.stats) {
+    env_.stats->commit_nanos.fetch_add(static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started)
+            .count()));
+  }
+  return s;
+}
+
+Status Capture::CommitWal(uint64_t upto) {
+  auto fd = WalFd();
+  if (!fd.ok()) return fd.status();
+  uint32_t lock = LockPage(page_size_);
+  std::vector<char> frame(kFrameHeader + page_size_);
+  std::vector<char> old(page_size_);
+  // pgno -> frame of its newest image in the transaction being assembled.
+  std::unordered_map<uint32_t, uint64_t> tx;
+  for (uint64_t f = wal_next_frame_; f <= upto; ++f) {
+    Status s = PreadFull(fd.value(), frame.data(), frame.size(), FrameOffset(f), env_.wal_path);
+    if (!s.ok()) return s;
+    if (Be32(frame.data() + 8) != wal_salt1_ || Be32(frame.data() + 12) != wal_salt2_) {
+      // Not ours to read: position unknown. Verify against the files instead.
+      LOG_WARN("WAL frame with foreign salts; verifying", {{"tenant", env_.tenant}, {"db", env_.db}});
+      s = LoadWal();
+      if (!s.ok()) return s;
+      return VerifyOrRepair("WAL frames out of sequence");
+    }
+    uint32_t pgno = Be32(frame.data());
+    tx[pgno] = f;
+    uint32_t commit_pages = Be32(frame.data() + 4);
+    if (commit_pages == 0) continue;
+
+    // One committed transaction: frames since the previous commit.
+    auto started = std::chrono::steady_clock::now();
+    std::vector<uint32_t> order;
+    order.reserve(tx.size());
+    for (auto& [p, fr] : tx) order.push_back(p);
+    std::sort(order.begin(), order.end());
+    uint64_t sum = checksum_;
+    std::vector<uint32_t> pgnos;
+    std::string pages;
+    std::unordered_map<uint32_t, WalPage> updates;
+    for (uint32_t p : order) {
+      if (p == lock || p > commit_pages) continue;
+      // Pre-image CRC: newest committed image in this WAL, else the file, else none.
+      PreImage pre{0, false};
+      if (auto it = wal_pages_.find(p); it != wal_pages_.end()) {
+        pre = PreImage{it->second.crc, true};
+      } else if (p <= pages_) {
+        s = ReadMainPage(p, old.data());
+        if (!s.ok()) return s;
+        pre = PreImage{PageCrc(p, old.data(), page_size_), true};
+      }
+      s = PreadFull(fd.value(), old.data(), page_size_, FrameOffset(tx[p]) + kFrameHeader, env_.wal_path);
+      if (!s.ok()) return s;
+      uint64_t post = PageCrc(p, old.data(), page_size_);
+      updates[p] = WalPage{post, tx[p]};
+      if (pre.present && post == pre.crc) continue;
+      if (pre.present) sum ^= pre.crc;
+      sum ^= post;
+      pgnos.push_back(p);
+      pages.append(old.data(), page_size_);
+    }
+    // Pages cut off by a shrinking commit leave the checksum.
+    for (uint32_t p = commit_pages + 1; p <= pages_; ++p) {
+      if (p == lock) continue;
+      if (auto it = wal_pages_.find(p); it != wal_pages_.end()) {
+        sum ^= it->second.crc;
+      } else {
+        s = ReadMainPage(p, old.data());
+        if (!s.ok()) return s;
+        sum ^= PageCrc(p, old.data(), page_size_);
+      }
+    }
+    for (auto& [p, wp] : updates) wal_pages_[p] = wp;
+    for (auto it = wal_pages_.begin(); it != wal_pages_.end();) {
+      it = it->first > commit_pages ? wal_pages_.erase(it) : std::next(it);
+    }
+    tx.clear();
+    if (!pgnos.empty() || commit_pages != pages_) {
+      s = Emit(std::move(pgnos), std::move(pages), commit_pages, sum | kEmptyChecksum, 0);
+      if (!s.ok()) return s;
+    }
+    wal_next_frame_ = f + 1;
+    if (env_.verify_each_commit) {
+      auto actual = ComputeChecksum();
+      if (actual.ok() && actual.value() != checksum_) {
+        if (env_.stats) env_.stats->verify_failures.fetch_add(1);
+        LOG_ERROR("verify: checksum mismatch after WAL commit",
+                  {{"tenant", env_.tenant}, {"db", env_.db}});
+      }
+    }
+    if (env_.stats) {
+      env_.stats->commit_nanos.fetch_add(static_cast<uint64_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() -
+                                                               started)
+              .count()));
+    }
+  }
+  return Status::Ok();
+}
+
+Status Capture::BeforeWrite(FileKind kind, off_t offset, std::string_view data) {
+  if (!broken_.ok()) return broken_;
+  Status s;
+  switch (kind) {
+    case FileKind::kMain:
+      // In WAL mode the main file only receives checkpoints: copies of pages
+      // already captured from the WAL.
+      if (!wal_active_) s = TrackMainPages(offset, data.size());
+      break;
+    case FileKind::kJournal:
+      // PERSIST commits by zeroing the journal header (SQLite writes 28 zero bytes).
+      if (journal_hot_ && offset == 0 && data.size() >= 8 && AllZero(data.substr(0, 8))) {
+        journal_hot_ = false;
+        s = Commit();
+      }
+      break;
+    default:
+      break;
+  }
+  return s.ok() ? s : Fail(s);
+}
+
+Status Capture::AfterWrite(FileKind kind, off_t offset, std::string_view data) {
+  if (!broken_.ok()) return broken_;
+  Status s;
+  if (kind == FileKind::kJournal) {
+    if (offset == 0 && data.size() >= 8 && std::memcmp(data.data(), kJournalMagic, 8) == 0) {
+      journal_hot_ = true;
+    }
+  } else if (kind == FileKind::kWal) {
+    if (offset == 0 && data.size() >= kWalHeader) {
+      // A new WAL generation: after a full checkpoint, so the main file holds
+      // every committed page and the per-page CRCs start over.
+      uint32_t magic = Be32(data.data());
+      if (magic == kWalMagicLe || magic == kWalMagicBe) {
+        uint32_t ps = Be32(data.data() + 8);
+        if (ps == 1) ps = 65536;
+        wal_pages_.clear();
+        wal_next_frame_ = 0;
+        wal_active_ = true;
+        wal_salt1_ = Be32(data.data() + 16);
+        wal_salt2_ = Be32(data.data() + 20);
+        if (page_size_ == 0) page_size_ = ps;
+      }
+    }
+    if (wal_active_ && page_size_ != 0) {
+      uint64_t end = static_cast<uint64_t>(offset) + data.size();
+      uint64_t frame_size = kFrameHeader + page_size_;
+      if (end > kWalHeader && (end - kWalHeader) % frame_size == 0) {
+        uint64_t frame = (end - kWalHeader) / frame_size - 1;
+        if (frame >= wal_next_frame_) {
+          auto fd = WalFd();
+          if (!fd.ok()) return Fail(fd.status());
+          char hdr[kFrameHeader];
+          s = PreadFull(fd.value(), hdr, kFrameHeader, FrameOffset(frame), env_.wal_path);
+          if (s.ok() && Be32(hdr + 4) != 0 && Be32(hdr + 8) == wal_salt1_ &&
+              Be32(hdr + 12) == wal_salt2_) {
+            s = CommitWal(frame);
+          }
+        }
+      }
+    }
+  }
+  return s.ok() ? s : Fail(s);
+}
+
+Status Capture::BeforeTruncate(FileKind kind, off_t size) {
+  if (!broken_.ok()) return broken_;
+  Status s;
+  if (kind == FileKind::kMain && !wal_active_ && page_size_ != 0) {
+    auto cur = MainSize();
+    if (!cur.ok()) return Fail(cur.status());
+    if (static_cast<uint64_t>(size) < cur.value()) {
+      s = TrackMainPages(size, cur.value() - static_cast<uint64_t>(size));
+    }
+  } else if (kind == FileKind::kJournal && size == 0 && journal_hot_) {
+    journal_hot_ = false;  // TRUNCATE mode's commit point
+    s = Commit();
+  }
+  return s.ok() ? s : Fail(s);
+}
+
+Status Capture::AfterTruncate(FileKind kind, off_t size) {
+  if (kind == FileKind::kWal && wal_active_ &&
+      static_cast<uint64_t>(size) < FrameOffset(wal_next_frame_)) {
+    ResetWal();  // checkpointed and cut: a later header starts a new generation
+  }
+  return broken_;
+}
+
+Status Capture::BeforeUnlink(FileKind kind) {
+  if (!broken_.ok() && kind != FileKind::kMain) return broken_;
+  Status s;
+  if (kind == FileKind::kJournal && journal_hot_) {
+    journal_hot_ = false;  // DELETE mode's commit point
+    s = Commit();
+  }
+  return s.ok() ? s : Fail(s);
+}
+
+Status Capture::AfterUnlink(FileKind kind) {
+  if (kind == FileKind::kWal) {
+    ResetWal();
+  } else if (kind == FileKind::kMain) {
+    // The database is gone; so is its history.
+    if (log_) {
+      Status s = log_->Destroy();
+      if (!s.ok()) LOG_WARN("could not remove change log", {{"dir", env_.log_dir}, {"error", s.ToString()}});
+    }
+    ResetWal();
+    pre_crc_.clear();
+    txid_ = 0;
+    checksum_ = kEmptyChecksum;
+    pages_ = 0;
+    Publish();
+  }
+  return Status::Ok();
+}
+
+Status Capture::AfterFsync(FileKind kind) {
+  if (!broken_.ok()) return broken_;
+  Status s;
+  if (kind == FileKind::kMain || kind == FileKind::kJournal) {
+    sync_seen_ = true;
+    // Without any journal (journal_mode=OFF or MEMORY) the db fsync is the only
+    // commit marker we can see.
+    if (kind == FileKind::kMain && !journal_hot_ && !wal_active_ && !pre_crc_.empty()) {
+      s = Commit();
+    }
+  }
+  // A client's fsync is where it expects durability: the change sets of what it
+  // wrote become durable before its fsync returns.
+  if (s.ok() && kind != FileKind::kShm) s = log_->Sync();
+  return s.ok() ? s : Fail(s);
+}
+
+Status Capture::Sync() { return log_ ? log_->Sync() : Status::Ok(); }
+
+}  // namespace tenancy

@@ -1,0 +1,160 @@
+// Capture: turns the writes one database's files receive into change sets.
+//
+// The daemon sees every write to a database and its companions, in order (they
+// all pass through the database's SerialQueue). Capture watches them:
+//
+//  * Rollback journals (DELETE, TRUNCATE, PERSIST): a transaction starts when a
+//    journal header with SQLite's magic is written; the first write to each
+//    database page after that records the CRC of the page as it was (a pread of
+//    that page: cost proportional to the pages written, never to the file). The
+//    commit point is the journal being deleted, truncated to zero, or its header
+//    zeroed: the pages whose bytes changed become one change set. A rolled-back
+//    transaction restores the old bytes, so it yields nothing.
+//  * WAL: a write that completes a frame whose header carries a non-zero
+//    "database size after commit" is a commit; the frames since the previous
+//    commit, latest image per page, become one change set. The CRC of the newest
+//    committed image of every page in the current WAL generation is kept (8 bytes
+//    per page in the WAL, dropped at WAL restart) so the checksum can be updated
+//    without reading old images. Checkpoints copy committed pages and change nothing.
+//
+// The database checksum (SPEC.md) is kept incrementally: XOR out the old page
+// CRC, XOR in the new one. Nothing scans a database in proportion to its size
+// except: a database with no log yet (one snapshot record), and verification
+// after an unclean shutdown or when asked (verify mode).
+//
+// Thread safety: every method except position() REQUIRES the caller to be on
+// the database's SerialQueue. position() may be called from any thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "tenancy/changelog.h"
+#include "tenancy/names.h"
+#include "tenancy/status.h"
+
+namespace tenancy {
+
+// Counters the store exports as metrics. Thread-safe.
+struct CaptureStats {
+  std::atomic<uint64_t> commits{0};
+  std::atomic<uint64_t> commit_nanos{0};
+  std::atomic<uint64_t> repairs{0};
+  std::atomic<uint64_t> verify_failures{0};
+  std::atomic<int64_t> log_bytes{0};
+};
+
+
+class Capture {
+ public:
+  struct Env {
+    std::string tenant;
+    std::string db;
+    std::string main_path, journal_path, wal_path;
+    std::string log_dir;
+    ChangeLog::Options log_options;
+    bool verify_each_commit = false;  // recompute the full checksum after every commit
+    bool unclean_start = false;       // last shutdown was not clean: verify on load
+    std::function<int64_t()> now_ms;  // injected clock
+    CaptureStats* stats = nullptr;    // may be null
+  };
+
+  explicit Capture(Env env);
+  ~Capture();
+
+  // Loads the position from the log and the files (idempotent; cheap after the first call).
+  Status Load();
+  // Thread-safe snapshot of the current position.
+  Position position() const;
+  // Non-ok once capture failed in a way that leaves the log unsure; every later
+  // write to the database fails with it until a restart verifies and repairs.
+  const Status& broken() const { return broken_; }
+
+  // Hooks around the operations on the database's files (kind: which file).
+  Status BeforeWrite(FileKind kind, off_t offset, std::string_view data);
+  Status AfterWrite(FileKind kind, off_t offset, std::string_view data);
+  Status BeforeTruncate(FileKind kind, off_t size);
+  Status AfterTruncate(FileKind kind, off_t size);
+  Status BeforeUnlink(FileKind kind);
+  Status AfterUnlink(FileKind kind);
+  Status AfterFsync(FileKind kind);
+
+  // Makes appended change sets durable (clean shutdown).
+  Status Sync();
+  ChangeLog* log() { return log_.get(); }
+
+  // The full checksum of the database as SQLite would read it now (file plus
+  // committed WAL frames). O(size): verification only.
+  Result<uint64_t> ComputeChecksum();
+
+ private:
+  struct WalPage {
+    uint64_t crc;
+    uint64_t frame;  // index of the frame holding the newest committed image
+  };
+  struct PreImage {
+    uint64_t crc;
+    bool present;  // false: the page did not exist before the transaction
+  };
+
+  Status Commit();                   // rollback-journal commit point
+  Status CommitWal(uint64_t upto);   // frames [wal_next_frame_, upto] hold new commits
+  Status TrackMainPages(off_t offset, size_t length);
+  Status Emit(std::vector<uint32_t> pgnos, std::string pages, uint32_t new_pages,
+              uint64_t new_checksum, uint32_t flags);
+  Status WriteSnapshot(const char* why);
+  Status VerifyOrRepair(const char* when);
+  Status LoadWal();
+  void ResetWal();
+  Status Fail(Status s);
+  void Publish();
+
+  Result<int> MainFd();
+  Result<int> WalFd();
+  Status ReadMainPage(uint32_t pgno, char* buf);
+  Status ReadLogicalPage(uint32_t pgno, char* buf);
+  Result<uint64_t> MainSize();
+  struct Header {
+    uint32_t page_size = 0;  // 0: no valid SQLite header (yet)
+    uint32_t pages = 0;      // the database size SQLite would use
+  };
+  Result<Header> ReadHeader();
+  uint64_t FrameOffset(uint64_t frame) const { return 32 + frame * (24 + uint64_t{page_size_}); }
+
+  const Env env_;
+  bool loaded_ = false;
+  Status broken_;
+  std::unique_ptr<ChangeLog> log_;
+  int main_fd_ = -1;
+  int wal_fd_ = -1;
+
+  uint32_t page_size_ = 0;  // 0 until the database has a header
+  uint32_t pages_ = 0;      // committed size in pages
+  uint64_t checksum_ = 1ull << 63;
+  uint64_t txid_ = 0;
+  uint64_t db_id_ = 0;
+
+  // Rollback-journal transaction in progress.
+  bool journal_hot_ = false;
+  bool sync_seen_ = false;
+  bool verify_pending_ = false;
+  std::unordered_map<uint32_t, PreImage> pre_crc_;  // pages written since the tx began
+
+  // WAL generation.
+  bool wal_active_ = false;
+  uint32_t wal_salt1_ = 0, wal_salt2_ = 0;
+  uint64_t wal_next_frame_ = 0;
+  std::unordered_map<uint32_t, WalPage> wal_pages_;
+
+  mutable std::mutex pos_mu_;  // leaf; guards published_
+  Position published_;
+};
+
+}  // namespace tenancy
