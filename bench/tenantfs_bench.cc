@@ -327,7 +327,7 @@ struct Measurement {
 };
 
 // Runs fn(thread_index) on n threads released together; rethrows the first failure.
-// fn returns false to stop early; the others see `stop` and stop too.
+// A thread that throws sets `stop`; the others see it and stop too.
 void RunThreads(int n, const std::function<void(int, std::atomic<bool>&)>& fn) {
   std::atomic<bool> stop{false};
   std::mutex mu;
@@ -349,16 +349,17 @@ void RunThreads(int n, const std::function<void(int, std::atomic<bool>&)>& fn) {
   if (!first_error.empty()) throw SqliteError(first_error);
 }
 
-// Waits at a spin barrier until all n participants arrived; returns the common start.
+// Releases n threads together once all arrived, or all waiting ones once `stop` is
+// set (a thread failed before arriving).
 class StartGate {
  public:
   explicit StartGate(int n) : left_(n) {}
-  void ArriveAndWait() {
+  void ArriveAndWait(const std::atomic<bool>& stop) {
     if (left_.fetch_sub(1) == 1) {
       open_ = true;
       return;
     }
-    while (!open_.load()) std::this_thread::yield();
+    while (!open_.load() && !stop.load()) std::this_thread::yield();
   }
 
  private:
@@ -425,7 +426,7 @@ std::vector<Measurement> WriteTxs(const std::vector<std::string>& paths, const s
     const double warm = std::min(0.25, budget / 10);
     auto w0 = Clock::now();
     while (SecondsSince(w0) < warm && !stop && !Stopping()) insert();
-    gate.ArriveAndWait();
+    gate.ArriveAndWait(stop);
     if (t == 0) daemon_cpu0 = DaemonCpuSeconds();
     const double cpu0 = ThreadCpuSeconds();
     auto t0 = Clock::now();
@@ -490,7 +491,7 @@ Measurement OpenSelectLoad(const std::string& root, int clients, int dbs, double
       OpenSelectClose(ReadDbPath(root, i), key);
     };
     for (int i = 0; i < 20 && !stop; ++i) one();  // warm-up
-    gate.ArriveAndWait();
+    gate.ArriveAndWait(stop);
     if (t == 0) {
       busy_at_start = g_busy_sleeps.load();
       daemon_cpu0 = DaemonCpuSeconds();
