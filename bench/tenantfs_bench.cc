@@ -787,16 +787,25 @@ void WriteJson(const std::string& path, const std::string& header, const Options
   if (!out) throw std::runtime_error("could not write " + path);
 }
 
-std::string LoadAverage() {
+// How busy the shared machine is: 1-minute load average and the share of the last
+// 10 s in which some task waited for CPU or I/O (PSI "some avg10").
+std::string MachineBusy() {
   std::string load;
   std::ifstream la("/proc/loadavg");
   la >> load;
-  return load.empty() ? "?" : load;
+  auto psi = [](const char* what) -> std::string {
+    std::ifstream in(std::string("/proc/pressure/") + what);
+    std::string tag, avg10;
+    if (!(in >> tag >> avg10) || tag != "some" || avg10.rfind("avg10=", 0) != 0) return "?";
+    return avg10.substr(6) + "%";
+  };
+  return "load " + (load.empty() ? std::string("?") : load) + ", cpu pressure " + psi("cpu") +
+         ", io pressure " + psi("io");
 }
 
-// `load_at_start`: the 1-minute load average when the bench started; the machine is
-// shared, so the table says how busy it was.
-std::string Header(const Options& o, const std::string& load_at_start) {
+// `busy_at_start`: MachineBusy() when the bench started; the machine is shared, so the
+// table says how busy it was.
+std::string Header(const Options& o, const std::string& busy_at_start) {
   char date[64];
   std::time_t now = std::time(nullptr);
   std::strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S UTC", std::gmtime(&now));
@@ -804,8 +813,8 @@ std::string Header(const Options& o, const std::string& load_at_start) {
   uname(&u);
   std::ostringstream h;
   h << "tenantfs_bench " << date << ", kernel " << u.release << ", "
-    << std::thread::hardware_concurrency() << " cores, load " << load_at_start << " at start and "
-    << LoadAverage() << " at end, SQLite " << sqlite3_libversion() << ", "
+    << std::thread::hardware_concurrency() << " cores; at start " << busy_at_start << "; at end "
+    << MachineBusy() << "; SQLite " << sqlite3_libversion() << ", "
     << o.seconds << " s per workload and side over " << o.rounds << " round(s)";
   return h.str();
 }
@@ -923,7 +932,7 @@ int Main(int argc, char** argv) {
   Daemon daemon;
   std::vector<Row> rows;
   std::string failure;
-  const std::string load_at_start = LoadAverage();
+  const std::string busy_at_start = MachineBusy();
   try {
     std::vector<Side> sides = {{"native", native_root}};
     if (!o.native_only) {
@@ -1156,7 +1165,7 @@ int Main(int argc, char** argv) {
     if (!stop_problem.empty()) std::cerr << "tenantfs_bench: also: " << stop_problem << "\n";
     return Stopping() ? 130 : 1;
   }
-  const std::string header = Header(o, load_at_start);
+  const std::string header = Header(o, busy_at_start);
   std::cout << header << "\n\n";
   PrintTable(std::cout, rows);
   std::cout.flush();
