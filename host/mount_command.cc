@@ -7,9 +7,13 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -66,10 +70,12 @@ std::string MountTypeAt(const std::string& dir) {
   return found;
 }
 
-// A mount left behind by a killed daemon answers ENOTCONN: detach it.
+// A mount left behind by a killed daemon answers ENOTCONN: detach it. statfs,
+// not stat: the kernel may answer stat from its attribute cache even when the
+// daemon behind the mount is gone.
 int PrepareMountDir(const std::string& dir) {
-  struct stat st;
-  if (::stat(dir.c_str(), &st) != 0) {
+  struct statfs sfs;
+  if (::statfs(dir.c_str(), &sfs) != 0) {
     if (errno == ENOTCONN || errno == ECONNABORTED) {
       if (::umount2(dir.c_str(), MNT_DETACH) != 0) {
         return Fail(2, "fuse.dir " + dir + ": stale mount and lazy unmount failed: " +
@@ -82,7 +88,8 @@ int PrepareMountDir(const std::string& dir) {
   } else {
     std::string type = MountTypeAt(dir);
     if (!type.empty() && type.rfind("fuse", 0) == 0) {
-      return Fail(2, "fuse.dir " + dir + " is already mounted (" + type + "); is another tenantfs running?");
+      return Fail(2, "fuse.dir " + dir + " is already mounted (" + type +
+                         "); is another tenantfs running?");
     }
   }
   std::string err;
@@ -153,6 +160,23 @@ int RunMount(const Config& config) {
                        {"node", config.node_id},
                        {"startup_ms", std::to_string(ms)}});
 
+  // Housekeeping: the store-wide retention pass. One thread for the node, no
+  // per-database timers; it touches only databases used since start.
+  std::mutex hk_mu;
+  std::condition_variable hk_cv;
+  bool hk_stop = false;
+  int64_t retention_ms = config.retention.count();
+  auto hk_every = std::chrono::milliseconds(std::clamp<int64_t>(retention_ms / 10, 1000, 60000));
+  std::thread housekeeping([&] {
+    std::unique_lock lock(hk_mu);
+    while (!hk_cv.wait_for(lock, hk_every, [&] { return hk_stop; })) {
+      lock.unlock();
+      uint64_t freed = store.value()->EnforceRetention(retention_ms, config.retention_max_bytes);
+      if (freed > 0) LOG_DEBUG("retention pass", {{"freed_bytes", std::to_string(freed)}});
+      lock.lock();
+    }
+  });
+
   fuse::FuseServer* srv = server.value().get();
   std::atomic<bool> loop_done{false};
   std::thread signal_thread([srv, sigs, &loop_done] {
@@ -171,6 +195,12 @@ int RunMount(const Config& config) {
   loop_done.store(true);
   pthread_kill(signal_thread.native_handle(), SIGTERM);
   signal_thread.join();
+  {
+    std::lock_guard lock(hk_mu);
+    hk_stop = true;
+  }
+  hk_cv.notify_all();
+  housekeeping.join();
   srv->Unmount();
   server.value().reset();
   executor->Drain();

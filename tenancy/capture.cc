@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -243,6 +244,7 @@ Status Capture::Load() {
   auto log = ChangeLog::Open(env_.log_dir, env_.log_options);
   if (!log.ok()) return Fail(log.status());
   log_ = std::move(log.value());
+  if (env_.stats) env_.stats->log_bytes.fetch_add(static_cast<int64_t>(log_->bytes()));
   const Position& tail = log_->tail();
   txid_ = tail.txid;
   checksum_ = tail.checksum;
@@ -683,6 +685,7 @@ Status Capture::AfterUnlink(FileKind kind) {
   } else if (kind == FileKind::kMain) {
     // The database is gone; so is its history.
     if (log_) {
+      if (env_.stats) env_.stats->log_bytes.fetch_sub(static_cast<int64_t>(log_->bytes()));
       Status s = log_->Destroy();
       if (!s.ok()) LOG_WARN("could not remove change log", {{"dir", env_.log_dir}, {"error", s.ToString()}});
     }
@@ -714,5 +717,21 @@ Status Capture::AfterFsync(FileKind kind) {
 }
 
 Status Capture::Sync() { return log_ ? log_->Sync() : Status::Ok(); }
+
+uint64_t Capture::TrimByAge(int64_t now_ms, int64_t retention_ms) {
+  if (!log_) return 0;
+  uint64_t freed = log_->TrimByAge(now_ms, retention_ms);
+  if (env_.stats) env_.stats->log_bytes.fetch_sub(static_cast<int64_t>(freed));
+  return freed;
+}
+
+uint64_t Capture::TrimOldest() {
+  if (!log_) return 0;
+  uint64_t freed = log_->TrimOldest();
+  if (env_.stats) env_.stats->log_bytes.fetch_sub(static_cast<int64_t>(freed));
+  return freed;
+}
+
+int64_t Capture::OldestTrimmable() const { return log_ ? log_->OldestSegmentTime() : INT64_MAX; }
 
 }  // namespace tenancy

@@ -88,6 +88,13 @@ class Capture {
 
   // Makes appended change sets durable (clean shutdown).
   Status Sync();
+  bool loaded() const { return loaded_; }
+  // Retention (the store-wide pass): drop whole log segments older than
+  // retention_ms, or the oldest one. The newest record always stays. Bytes freed.
+  uint64_t TrimByAge(int64_t now_ms, int64_t retention_ms);
+  uint64_t TrimOldest();
+  // Newest-record time of the oldest trimmable segment; INT64_MAX when none.
+  int64_t OldestTrimmable() const;
   ChangeLog* log() { return log_.get(); }
 
   // The full checksum of the database as SQLite would read it now (file plus

@@ -4,7 +4,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
+#include <condition_variable>
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
@@ -245,6 +248,10 @@ Result<std::shared_ptr<Database>> Store::LookupDatabase(const std::shared_ptr<Te
   env.stats = &stats_;
   auto db = std::make_shared<Database>(tenant, db_name, SerialQueue::Create(executor_),
                                        std::move(env));
+  {
+    std::lock_guard slock(touched_mu_);
+    touched_.push_back(db);
+  }
   tenant->dbs_.emplace(db_name, db);
   return db;
 }
@@ -384,6 +391,64 @@ void Store::Unlink(const std::shared_ptr<Tenant>& tenant, std::string_view name,
     Status s = cap.AfterUnlink(kind);
     done(s);
   });
+}
+
+uint64_t Store::EnforceRetention(int64_t retention_ms, uint64_t max_bytes) {
+  std::vector<std::shared_ptr<Database>> dbs;
+  {
+    std::lock_guard lock(touched_mu_);
+    std::vector<std::weak_ptr<Database>> live;
+    for (auto& w : touched_) {
+      if (auto db = w.lock()) {
+        dbs.push_back(std::move(db));
+        live.push_back(w);
+      }
+    }
+    touched_.swap(live);
+  }
+  // Runs fn on db's queue and waits for it.
+  auto on_queue = [this](const std::shared_ptr<Database>& db, std::function<void()> fn) {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    Submit(*db, false, [&] {
+      fn();
+      std::lock_guard lock(mu);
+      done = true;
+      cv.notify_one();
+    });
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return done; });
+  };
+  int64_t now = options_.now_ms();
+  uint64_t freed = 0;
+  std::vector<std::pair<int64_t, std::shared_ptr<Database>>> oldest;
+  for (auto& db : dbs) {
+    on_queue(db, [&] {
+      Capture& cap = db->capture();
+      if (!cap.loaded()) return;  // untouched logs are as old as they were at start
+      freed += cap.TrimByAge(now, retention_ms);
+      if (int64_t t = cap.OldestTrimmable(); t != INT64_MAX) oldest.emplace_back(t, db);
+    });
+  }
+  if (max_bytes == 0) return freed;
+  std::sort(oldest.begin(), oldest.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  // Oldest segments node-wide first; a database with more goes round again.
+  while (stats_.log_bytes.load() > static_cast<int64_t>(max_bytes) && !oldest.empty()) {
+    auto [t, db] = oldest.front();
+    oldest.erase(oldest.begin());
+    on_queue(db, [&] {
+      Capture& cap = db->capture();
+      freed += cap.TrimOldest();
+      if (int64_t next = cap.OldestTrimmable(); next != INT64_MAX) {
+        auto at = std::lower_bound(oldest.begin(), oldest.end(), next,
+                                   [](const auto& e, int64_t v) { return e.first < v; });
+        oldest.emplace(at, next, db);
+      }
+    });
+  }
+  return freed;
 }
 
 Result<struct stat> Store::StatFile(File& file) const {

@@ -176,6 +176,15 @@ class Store {
   Status SetOwner(File& file, uid_t uid, gid_t gid);
   Status SetTimes(File& file, const struct timespec times[2]);
 
+  // The store-wide retention pass: for every database touched since start,
+  // drops log segments older than retention_ms, then, while the logs hold more
+  // than max_bytes (0 = no bound), the oldest segment node-wide. The newest
+  // record of a database is never dropped. Blocks the caller until done; run it
+  // from a housekeeping thread, never from a queue task. Returns bytes freed.
+  uint64_t EnforceRetention(int64_t retention_ms, uint64_t max_bytes);
+  // Change-set bytes held by the logs of databases touched since start.
+  int64_t retention_bytes() const { return stats_.log_bytes.load(); }
+
   // Mutating operations submitted and not yet finished, all databases.
   int64_t queue_depth() const { return queued_.load(std::memory_order_relaxed); }
 
@@ -195,6 +204,8 @@ class Store {
   CaptureStats stats_;
   mutable std::mutex mu_;  // first in lock order
   std::unordered_map<std::string, std::shared_ptr<Tenant>> tenants_;  // guarded by mu_
+  std::mutex touched_mu_;  // leaf
+  std::vector<std::weak_ptr<Database>> touched_;  // guarded by touched_mu_: databases made since start
   std::atomic<int64_t> queued_{0};
 };
 
