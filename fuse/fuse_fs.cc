@@ -459,7 +459,7 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     Node* n = c->NodeOf(ino);
     if (n->type == Node::Type::kPos) {
       if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
-        return (void)fuse_reply_err(req, EPERM);
+        return (void)fuse_reply_err(req, EACCES);  // a 0444 file, even for root
       }
       fi->fh = 0;
       fi->direct_io = 1;  // always the current position, never a cached page
