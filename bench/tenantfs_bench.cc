@@ -114,7 +114,8 @@ void Usage(std::ostream& os) {
         "  --seconds S     time budget per workload and side (default 3)\n"
         "  --rounds N      split each budget over N alternating rounds (default 2)\n"
         "  --dir DIR       where temp dirs go; native and backing share it (default /var/tmp)\n"
-        "  --tenantfs PATH daemon binary (default " TENANTFS_BIN ")\n"
+        "  --tenantfs PATH daemon binary (default " TENANTFS_BIN
+        ")\n"
         "  --json FILE     also write the results as JSON\n"
         "  --node          also run bench/node_bench.mjs (better-sqlite3, TARGETS P4)\n"
         "  --native-only   no daemon: native column only (for developing the bench)\n"
@@ -222,8 +223,8 @@ struct SqliteError : std::runtime_error {
 
 [[noreturn]] void Fail(sqlite3* db, int rc, const std::string& what, const std::string& path) {
   std::string msg = "SQLite error on " + path + ": " + what + ": " +
-                    (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc)) + " (rc " +
-                    std::to_string(rc) + ")";
+                    (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc)) + " (rc " + std::to_string(rc) +
+                    ")";
   throw SqliteError(msg);
 }
 
@@ -466,14 +467,18 @@ void OpenSelectClose(const std::string& path, int key) {
   sqlite3_bind_int(st, 1, key);
   rc = sqlite3_step(st);
   if (rc != SQLITE_ROW || sqlite3_column_bytes(st, 0) <= 0) {
-    std::string msg = rc == SQLITE_ROW ? "empty row" : rc == SQLITE_DONE ? "no row" : sqlite3_errmsg(db);
+    std::string msg = rc == SQLITE_ROW    ? "empty row"
+                      : rc == SQLITE_DONE ? "no row"
+                                          : sqlite3_errmsg(db);
     sqlite3_finalize(st);
     sqlite3_close(db);
-    throw SqliteError("SQLite error on " + path + ": SELECT id=" + std::to_string(key) + ": " + msg);
+    throw SqliteError("SQLite error on " + path + ": SELECT id=" + std::to_string(key) + ": " +
+                      msg);
   }
   sqlite3_finalize(st);
   rc = sqlite3_close(db);
-  if (rc != SQLITE_OK) throw SqliteError("SQLite error on " + path + ": close: " + sqlite3_errstr(rc));
+  if (rc != SQLITE_OK)
+    throw SqliteError("SQLite error on " + path + ": close: " + sqlite3_errstr(rc));
 }
 
 // `clients` threads each run open + SELECT + close requests on random databases of
@@ -779,9 +784,10 @@ void WriteJson(const std::string& path, const std::string& header, const Options
         << "\", \"native\": " << JsonNumber(r.note.empty() ? r.native : std::nullopt)
         << ", \"tenantfs\": " << JsonNumber(r.note.empty() ? r.tenantfs : std::nullopt)
         << ", \"ratio\": " << JsonNumber(r.note.empty() ? Ratio(r) : std::nullopt)
-        << ", \"target\": \"" << JsonEscape(r.target) << "\", \"met\": "
-        << (met && r.note.empty() ? (*met ? "true" : "false") : "null") << ", \"note\": \""
-        << JsonEscape(r.note) << "\"}" << (i + 1 < rows.size() ? "," : "") << "\n";
+        << ", \"target\": \"" << JsonEscape(r.target)
+        << "\", \"met\": " << (met && r.note.empty() ? (*met ? "true" : "false") : "null")
+        << ", \"note\": \"" << JsonEscape(r.note) << "\"}" << (i + 1 < rows.size() ? "," : "")
+        << "\n";
   }
   out << "  ]\n}\n";
   if (!out) throw std::runtime_error("could not write " + path);
@@ -814,8 +820,8 @@ std::string Header(const Options& o, const std::string& busy_at_start) {
   std::ostringstream h;
   h << "tenantfs_bench " << date << ", kernel " << u.release << ", "
     << std::thread::hardware_concurrency() << " cores; at start " << busy_at_start << "; at end "
-    << MachineBusy() << "; SQLite " << sqlite3_libversion() << ", "
-    << o.seconds << " s per workload and side over " << o.rounds << " round(s)";
+    << MachineBusy() << "; SQLite " << sqlite3_libversion() << ", " << o.seconds
+    << " s per workload and side over " << o.rounds << " round(s)";
   return h.str();
 }
 
@@ -870,7 +876,8 @@ std::vector<NodeMetric> RunNode(const Options& o, const std::string& native_root
     }
   }
   int status = pclose(p);
-  if (status != 0) throw std::runtime_error("node_bench.mjs failed (status " + std::to_string(status) + ")");
+  if (status != 0)
+    throw std::runtime_error("node_bench.mjs failed (status " + std::to_string(status) + ")");
   return out;
 }
 
@@ -954,7 +961,8 @@ int Main(int argc, char** argv) {
     auto cpu_rows = [&](std::vector<std::vector<Measurement>>& res, const std::string& what) {
       Row c{"client CPU per " + what};
       c.unit = "us";
-      col(res, 0, [](Measurement& m) { return m.ops > 0 ? 1e6 * m.cpu_s / m.ops : 0; }, c);
+      col(
+          res, 0, [](Measurement& m) { return m.ops > 0 ? 1e6 * m.cpu_s / m.ops : 0; }, c);
       if (two) {
         Row d{"daemon CPU per " + what};
         d.unit = "us";
@@ -1002,10 +1010,10 @@ int Main(int argc, char** argv) {
     std::cerr << "bench: creating " << o.dbs << " databases per side" << std::endl;
     for (const Side& s : sides) CreateReadDbs(s.root, o.dbs);
     {
-      auto res = Alternate(sides, o, "open + SELECT + close, 1 client",
-                           [&](const Side& s, double budget) {
-                             return std::vector<Measurement>{OpenSelectLoad(s.root, 1, o.dbs, budget)};
-                           });
+      auto res =
+          Alternate(sides, o, "open + SELECT + close, 1 client", [&](const Side& s, double budget) {
+            return std::vector<Measurement>{OpenSelectLoad(s.root, 1, o.dbs, budget)};
+          });
       std::string w = "open + SELECT + close, 1 client, " + std::to_string(o.dbs) + " DBs";
       Row r50{w + ", p50 (P3)"};
       r50.unit = "us";
@@ -1038,20 +1046,21 @@ int Main(int argc, char** argv) {
       col(res, 0, rate, rr);
       Row rb{w + ", busy-handler sleeps per 1000 req"};
       rb.unit = "";
-      col(res, 0, [](Measurement& m) { return m.ops > 0 ? 1000 * m.busy_sleeps / m.ops : 0; }, rb);
+      col(
+          res, 0, [](Measurement& m) { return m.ops > 0 ? 1000 * m.busy_sleeps / m.ops : 0; }, rb);
       cpu_rows(res, "request, " + std::to_string(o.threads) + " threads");
     }
 
     // P5: one database alone, then two written in parallel (a thread each).
     {
-      auto res = Alternate(sides, o, "parallel databases, WAL + NORMAL",
-                           [&](const Side& s, double budget) {
-                             std::string d = s.root + "/bench/";
-                             auto one = WriteTxs({d + "p_single.db"}, "WAL", "NORMAL", budget);
-                             auto two = WriteTxs({d + "p_a.db", d + "p_b.db"}, "WAL", "NORMAL", budget);
-                             return std::vector<Measurement>{std::move(one[0]), std::move(two[0]),
-                                                             std::move(two[1])};
-                           });
+      auto res = Alternate(
+          sides, o, "parallel databases, WAL + NORMAL", [&](const Side& s, double budget) {
+            std::string d = s.root + "/bench/";
+            auto one = WriteTxs({d + "p_single.db"}, "WAL", "NORMAL", budget);
+            auto two = WriteTxs({d + "p_a.db", d + "p_b.db"}, "WAL", "NORMAL", budget);
+            return std::vector<Measurement>{std::move(one[0]), std::move(two[0]),
+                                            std::move(two[1])};
+          });
       Row r1{"write tx/s, 1 DB alone, WAL + NORMAL"};
       r1.unit = "tx/s";
       col(res, 0, rate, r1);
@@ -1087,7 +1096,8 @@ int Main(int argc, char** argv) {
       } else {
         std::cerr << "bench: node " << o.node_script << std::endl;
         auto metrics = RunNode(o, native_root, two ? mnt : "");
-        auto find = [&](const std::string& sc, const std::string& side) -> std::optional<NodeMetric> {
+        auto find = [&](const std::string& sc,
+                        const std::string& side) -> std::optional<NodeMetric> {
           for (auto& m : metrics)
             if (m.scenario == sc && m.side == side) return m;
           return std::nullopt;
