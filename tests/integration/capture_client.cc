@@ -1,0 +1,386 @@
+// tenantfs_capture_client: the seeded random SQLite workload the capture tests
+// (capture_test.cc) run in several processes at once. Plain system SQLite.
+//
+// Exit status: 0 ok, 1 SQLite error (one line on stderr saying what and where),
+// 2 usage. Every connection sets busy_timeout 30 s, so SQLITE_BUSY surfacing is an error.
+//
+//   init DB MODE [--incremental] [--page-size N]
+//        set the journal mode (and auto_vacuum=INCREMENTAL / a page size before the
+//        first table), create the tables acks(client, seq) and data(...); prints "ok"
+//   work DB MODE CLIENT SEED TXNS SECONDS [--incremental] [--page-size-changes]
+//        [--sync full|normal] [--no-maintenance]
+//        random transactions until TXNS counted commits or SECONDS have passed:
+//          * counted write transactions (BEGIN IMMEDIATE ... COMMIT). Each inserts the
+//            row acks(CLIENT, n) for its number n, so it always changes the database,
+//            plus random inserts (small rows and multi-page randomblob(5000..20000)
+//            rows), updates, deletes, big deletes, bulk inserts, CREATE/DROP TABLE and
+//            INDEX. After its COMMIT returned SQLITE_OK the client prints
+//            "committed n" (flushed): acknowledged.
+//          * explicit ROLLBACKs of transactions that wrote (sometimes with a tiny page
+//            cache, so pages spill to the database file / WAL before the rollback)
+//          * read-only transactions (BEGIN; SELECTs; COMMIT)
+//          * maintenance, not counted ("maint m"): VACUUM, PRAGMA incremental_vacuum
+//            (with --incremental), `PRAGMA page_size=X; VACUUM` (--page-size-changes,
+//            rollback modes). Each may or may not change bytes.
+//          * checkpoints in WAL mode ("ckpt k"): never a change of the database
+//          * closing and reopening the connection
+//        ends with "done counted=N maint=M ckpt=K rollbacks=R reads=Q reopens=O".
+#include <errno.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+std::string g_where = "capture_client";
+
+[[noreturn]] void Fail(const std::string& msg) {
+  fflush(stdout);
+  fprintf(stderr, "capture_client: %s: %s\n", g_where.c_str(), msg.c_str());
+  fflush(stderr);
+  _exit(1);
+}
+
+[[noreturn]] void Usage(const char* what) {
+  fprintf(stderr, "capture_client: usage: %s\n", what);
+  _exit(2);
+}
+
+long long ToLL(const std::string& s, const char* what) {
+  char* end = nullptr;
+  errno = 0;
+  long long v = strtoll(s.c_str(), &end, 10);
+  if (errno || !end || *end || s.empty()) Fail(std::string("bad number for ") + what + ": " + s);
+  return v;
+}
+
+std::string ErrText(sqlite3* db) {
+  return std::string(sqlite3_errmsg(db)) + " (extended code " +
+         std::to_string(sqlite3_extended_errcode(db)) + ", errno " +
+         std::to_string(sqlite3_system_errno(db)) + ")";
+}
+
+void Exec(sqlite3* db, const std::string& sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string m = err ? err : "?";
+    sqlite3_free(err);
+    Fail(sql.substr(0, 160) + ": " + m + " (extended code " +
+         std::to_string(sqlite3_extended_errcode(db)) + ", errno " +
+         std::to_string(sqlite3_system_errno(db)) + ")");
+  }
+}
+
+std::string Query(sqlite3* db, const std::string& sql) {
+  sqlite3_stmt* st = nullptr;
+  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) {
+    Fail("prepare " + sql + ": " + ErrText(db));
+  }
+  std::string out;
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const unsigned char* t = sqlite3_column_text(st, 0);
+    if (!out.empty()) out += "\n";
+    out += t ? reinterpret_cast<const char*>(t) : "";
+  }
+  if (rc != SQLITE_DONE) {
+    std::string e = ErrText(db);
+    sqlite3_finalize(st);
+    Fail(sql + ": " + e);
+  }
+  sqlite3_finalize(st);
+  return out;
+}
+
+sqlite3* Open(const std::string& path) {
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    Fail("open " + path + ": " + msg + " (code " + std::to_string(rc) + ")");
+  }
+  sqlite3_extended_result_codes(db, 1);
+  sqlite3_busy_timeout(db, 30000);
+  return db;
+}
+
+void SetMode(sqlite3* db, const std::string& mode) {
+  std::string got = Query(db, "PRAGMA journal_mode=" + mode);
+  for (char& c : got) c = static_cast<char>(tolower(c));
+  if (got != mode) Fail("PRAGMA journal_mode=" + mode + " gave '" + got + "'");
+}
+
+void Close(sqlite3* db) {
+  if (sqlite3_close(db) != SQLITE_OK) Fail("close: " + ErrText(db));
+}
+
+// "WITH RECURSIVE c(value) AS (1..n) ": the prefix of a statement reading c.
+std::string Series(uint64_t n) {
+  return "WITH RECURSIVE c(value) AS (SELECT 1 UNION ALL SELECT value + 1 FROM c WHERE value < " +
+         std::to_string(n) + ") ";
+}
+
+// ------------------------------------------------------------------ init
+
+int CmdInit(std::vector<std::string> a) {
+  bool incremental = false;
+  long long page_size = 0;
+  std::vector<std::string> pos;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (a[i] == "--incremental") {
+      incremental = true;
+    } else if (a[i] == "--page-size" && i + 1 < a.size()) {
+      page_size = ToLL(a[++i], "--page-size");
+    } else {
+      pos.push_back(a[i]);
+    }
+  }
+  if (pos.size() != 2) Usage("init DB MODE [--incremental] [--page-size N]");
+  const std::string& path = pos[0];
+  g_where = "init " + path;
+  sqlite3* db = Open(path);
+  if (page_size) Exec(db, "PRAGMA page_size=" + std::to_string(page_size));
+  if (incremental) Exec(db, "PRAGMA auto_vacuum=INCREMENTAL");
+  SetMode(db, pos[1]);
+  Exec(db, "PRAGMA synchronous=FULL");
+  Exec(db,
+       "BEGIN IMMEDIATE;"
+       "CREATE TABLE IF NOT EXISTS acks(client INTEGER NOT NULL, seq INTEGER NOT NULL,"
+       " PRIMARY KEY(client, seq)) WITHOUT ROWID;"
+       "CREATE TABLE IF NOT EXISTS data(id INTEGER PRIMARY KEY, client INTEGER NOT NULL,"
+       " k INTEGER NOT NULL, v BLOB, s TEXT);"
+       "COMMIT;");
+  if (incremental && Query(db, "PRAGMA auto_vacuum") != "2") {
+    Fail("auto_vacuum did not become INCREMENTAL");
+  }
+  Close(db);
+  printf("ok\n");
+  return 0;
+}
+
+// ------------------------------------------------------------------ work
+
+struct Work {
+  std::string path, mode;
+  long long client = 0;
+  uint64_t seed = 0;
+  long long txns = 0;
+  double seconds = 0;
+  bool incremental = false;
+  bool page_size_changes = false;
+  bool maintenance = true;
+  std::string sync = "full";
+
+  std::mt19937_64 rng;
+  sqlite3* db = nullptr;
+  long long counted = 0, maint = 0, ckpt = 0, rollbacks = 0, reads = 0, reopens = 0;
+  int small_cache = 0;
+
+  uint64_t R(uint64_t n) { return n ? rng() % n : 0; }
+  bool P(int percent) { return static_cast<int>(R(100)) < percent; }
+  std::string C() const { return std::to_string(client); }
+
+  void OpenDb() {
+    db = Open(path);
+    SetMode(db, mode);
+    Exec(db, "PRAGMA synchronous=" + sync);
+    small_cache = P(30);
+    Exec(db, small_cache ? "PRAGMA cache_size=8" : "PRAGMA cache_size=-2000");
+    if (P(50)) Exec(db, "PRAGMA journal_size_limit=65536");
+  }
+
+  // One random data-changing statement of this client's own rows (never acks).
+  void RandomWrite() {
+    std::string c = C();
+    switch (R(12)) {
+      case 0:
+      case 1:
+      case 2:  // a small row
+        Exec(db, "INSERT INTO data(client, k, v, s) VALUES(" + c + ", " + std::to_string(R(1000)) +
+                     ", randomblob(" + std::to_string(R(300)) + "), 'small-' || hex(randomblob(8)))");
+        break;
+      case 3:
+      case 4:  // a multi-page row
+        Exec(db, "INSERT INTO data(client, k, v, s) VALUES(" + c + ", " + std::to_string(R(1000)) +
+                     ", randomblob(" + std::to_string(5000 + R(15001)) + "), 'big')");
+        break;
+      case 5:
+      case 6:  // updates, some growing a row across pages
+        Exec(db, "UPDATE data SET v = randomblob(" + std::to_string(R(2) ? R(400) : 5000 + R(15001)) +
+                     "), s = 'u' || hex(randomblob(4)) WHERE client = " + c + " AND k % 7 = " +
+                     std::to_string(R(7)));
+        break;
+      case 7:  // deletes
+        Exec(db, "DELETE FROM data WHERE client = " + c + " AND k % 11 = " + std::to_string(R(11)));
+        break;
+      case 8: {  // schema: a table of this client's, with an index
+        std::string t = "tmp_" + c + "_" + std::to_string(R(3));
+        Exec(db, "CREATE TABLE IF NOT EXISTS " + t + "(x INTEGER, y BLOB);" + Series(1 + R(40)) +
+                     "INSERT INTO " + t + " SELECT value, randomblob(100 + value) FROM c;"
+                     "CREATE INDEX IF NOT EXISTS " + t + "_x ON " + t + "(x)");
+        break;
+      }
+      case 9: {  // schema: drop a table / an index of this client's
+        std::string t = "tmp_" + c + "_" + std::to_string(R(3));
+        Exec(db, P(50) ? "DROP TABLE IF EXISTS " + t : "DROP INDEX IF EXISTS " + t + "_x");
+        break;
+      }
+      case 10:  // an index on the shared table, per client
+        Exec(db, P(50) ? "CREATE INDEX IF NOT EXISTS data_k_" + c + " ON data(k, s)"
+                       : "DROP INDEX IF EXISTS data_k_" + c);
+        break;
+      case 11:  // bulk insert: grow the file
+        Exec(db, Series(5 + R(30)) + "INSERT INTO data(client, k, v, s) SELECT " + c +
+                     ", value, randomblob(" + std::to_string(500 + R(6000)) + "), 'bulk' FROM c");
+        break;
+    }
+  }
+
+  void CountedWrite() {
+    Exec(db, "BEGIN IMMEDIATE");
+    long long n = counted + 1;
+    Exec(db, "INSERT INTO acks(client, seq) VALUES(" + C() + ", " + std::to_string(n) + ")");
+    int ops = static_cast<int>(R(5));
+    for (int i = 0; i < ops; ++i) RandomWrite();
+    // Keep the file from growing without bound: a big delete once this client holds much.
+    long long mine = ToLL(Query(db, "SELECT coalesce(sum(length(v)), 0) FROM data WHERE client = " + C()),
+                          "bytes");
+    if (mine > 1500000 || P(3)) Exec(db, "DELETE FROM data WHERE client = " + C() + " AND k % 4 != 0");
+    Exec(db, "COMMIT");
+    counted = n;
+    printf("committed %lld\n", counted);
+    fflush(stdout);
+  }
+
+  void RolledBack() {
+    Exec(db, "BEGIN IMMEDIATE");
+    if (P(50)) Exec(db, "PRAGMA cache_size=4");  // spill pages before the rollback
+    int ops = 1 + static_cast<int>(R(4));
+    for (int i = 0; i < ops; ++i) RandomWrite();
+    if (P(50)) {
+      Exec(db, Series(40) + "INSERT INTO data(client, k, v, s) SELECT " + C() +
+                   ", value, randomblob(9000), 'doomed' FROM c");
+    }
+    Exec(db, "ROLLBACK");
+    Exec(db, small_cache ? "PRAGMA cache_size=8" : "PRAGMA cache_size=-2000");
+    ++rollbacks;
+  }
+
+  void ReadOnly() {
+    Exec(db, "BEGIN");
+    Query(db, "SELECT count(*), coalesce(sum(length(v)), 0) FROM data");
+    Query(db, "SELECT count(*) FROM acks WHERE client = " + C());
+    Query(db, "SELECT name FROM sqlite_schema ORDER BY name");
+    Exec(db, "COMMIT");
+    ++reads;
+  }
+
+  void Maintenance() {
+    uint64_t what = R(10);
+    if (incremental && what < 5) {
+      Exec(db, "PRAGMA incremental_vacuum(" + std::to_string(R(2) ? 0 : 1 + R(50)) + ")");
+    } else if (page_size_changes && mode != "wal" && what < 8) {
+      static const int kSizes[] = {1024, 2048, 4096, 8192};
+      Exec(db, "PRAGMA page_size=" + std::to_string(kSizes[R(4)]));
+      Exec(db, "VACUUM");
+    } else {
+      Exec(db, "VACUUM");
+    }
+    ++maint;
+    printf("maint %lld\n", maint);
+    fflush(stdout);
+  }
+
+  void Checkpoint() {
+    static const char* kKinds[] = {"PASSIVE", "FULL", "RESTART", "TRUNCATE"};
+    Query(db, std::string("PRAGMA wal_checkpoint(") + kKinds[R(4)] + ")");
+    ++ckpt;
+    printf("ckpt %lld\n", ckpt);
+    fflush(stdout);
+  }
+
+  int Run() {
+    rng.seed(seed * 1000003 + static_cast<uint64_t>(client));
+    g_where = "work " + path + " client " + C() + " seed " + std::to_string(seed);
+    OpenDb();
+    auto end = std::chrono::steady_clock::now() +
+               std::chrono::milliseconds(static_cast<long long>(seconds * 1000));
+    while (counted < txns && std::chrono::steady_clock::now() < end) {
+      uint64_t r = R(1000);
+      if (r < 760) {
+        CountedWrite();
+      } else if (r < 840) {
+        RolledBack();
+      } else if (r < 940) {
+        ReadOnly();
+      } else if (r < 965) {
+        if (maintenance) {
+          Maintenance();
+        } else {
+          CountedWrite();
+        }
+      } else if (r < 980 && mode == "wal") {
+        Checkpoint();
+      } else {
+        Close(db);
+        ++reopens;
+        OpenDb();
+      }
+    }
+    Close(db);
+    printf("done counted=%lld maint=%lld ckpt=%lld rollbacks=%lld reads=%lld reopens=%lld\n", counted,
+           maint, ckpt, rollbacks, reads, reopens);
+    fflush(stdout);
+    return 0;
+  }
+};
+
+int CmdWork(std::vector<std::string> a) {
+  const char* usage =
+      "work DB MODE CLIENT SEED TXNS SECONDS [--incremental] [--page-size-changes] "
+      "[--sync full|normal] [--no-maintenance]";
+  Work w;
+  std::vector<std::string> pos;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (a[i] == "--incremental") {
+      w.incremental = true;
+    } else if (a[i] == "--page-size-changes") {
+      w.page_size_changes = true;
+    } else if (a[i] == "--no-maintenance") {
+      w.maintenance = false;
+    } else if (a[i] == "--sync" && i + 1 < a.size()) {
+      w.sync = a[++i];
+    } else if (a[i].rfind("--", 0) == 0) {
+      Usage(usage);
+    } else {
+      pos.push_back(a[i]);
+    }
+  }
+  if (pos.size() != 6) Usage(usage);
+  w.path = pos[0];
+  w.mode = pos[1];
+  w.client = ToLL(pos[2], "CLIENT");
+  w.seed = static_cast<uint64_t>(ToLL(pos[3], "SEED"));
+  w.txns = ToLL(pos[4], "TXNS");
+  w.seconds = static_cast<double>(ToLL(pos[5], "SECONDS"));
+  return w.Run();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) Usage("capture_client init|work ...");
+  std::string cmd = argv[1];
+  std::vector<std::string> args(argv + 2, argv + argc);
+  if (cmd == "init") return CmdInit(args);
+  if (cmd == "work") return CmdWork(args);
+  Usage(("unknown subcommand " + cmd).c_str());
+}
