@@ -472,8 +472,10 @@ std::string SqlOk(const std::string& db, const std::string& sql) {
 
 // ------------------------------------------------------------ mounts
 
-std::vector<std::string> MountTypesAt(const std::string& dir) {
-  std::vector<std::string> types;
+namespace {
+// (mount id, fstype) of every mount whose mount point is `dir`.
+std::vector<std::pair<int, std::string>> MountsAt(const std::string& dir) {
+  std::vector<std::pair<int, std::string>> mounts;
   std::ifstream in("/proc/self/mountinfo");
   std::string line;
   while (std::getline(in, line)) {
@@ -485,9 +487,24 @@ std::vector<std::string> MountTypesAt(const std::string& dir) {
     if (Unescape(f[4]) != dir) continue;
     auto sep = std::find(f.begin() + 6, f.end(), "-");
     if (sep == f.end() || sep + 1 == f.end()) continue;
-    types.push_back(*(sep + 1));
+    mounts.emplace_back(atoi(f[0].c_str()), *(sep + 1));
   }
+  return mounts;
+}
+}  // namespace
+
+std::vector<std::string> MountTypesAt(const std::string& dir) {
+  std::vector<std::string> types;
+  for (auto& [id, type] : MountsAt(dir)) types.push_back(type);
   return types;
+}
+
+std::vector<int> TenantfsMountIds(const std::string& dir) {
+  std::vector<int> ids;
+  for (auto& [id, type] : MountsAt(dir)) {
+    if (type == "fuse.tenantfs") ids.push_back(id);
+  }
+  return ids;
 }
 
 bool IsTenantfsMounted(const std::string& dir) {
@@ -562,6 +579,10 @@ bool Daemon::Start(const DaemonOptions& options, std::string* why) {
     argv.push_back(options.config_path);
   }
   argv.insert(argv.end(), options.extra_args.begin(), options.extra_args.end());
+  std::vector<int> before = TenantfsMountIds(mount_dir_);
+  auto is_new = [&before](int id) {
+    return std::find(before.begin(), before.end(), id) == before.end();
+  };
   RegisterMount(mount_dir_);
   child_.emplace(Spawn(argv));
   if (child_->pid() <= 0) {
@@ -570,7 +591,8 @@ bool Daemon::Start(const DaemonOptions& options, std::string* why) {
   }
   auto deadline = Clock::now() + 10s;
   while (Clock::now() < deadline) {
-    if (IsTenantfsMounted(mount_dir_)) return true;
+    std::vector<int> now = TenantfsMountIds(mount_dir_);
+    if (std::any_of(now.begin(), now.end(), is_new)) return true;
     if (!child_->Running()) {
       Result r = child_->Wait(1s);
       *why = "tenantfs exited before its mount appeared" + r.Describe();
@@ -578,7 +600,7 @@ bool Daemon::Start(const DaemonOptions& options, std::string* why) {
     }
     std::this_thread::sleep_for(20ms);
   }
-  *why = "no fuse.tenantfs mount at " + mount_dir_ + " 10 s after start" + Describe();
+  *why = "no new fuse.tenantfs mount at " + mount_dir_ + " 10 s after start" + Describe();
   return false;
 }
 
