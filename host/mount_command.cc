@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "fuse/fuse_fs.h"
+#include "host/node_http.h"  // HTTP API and metrics
 #include "metrics/log.h"
 #include "tenancy/executor.h"
 #include "tenancy/store.h"
@@ -132,6 +133,17 @@ int RunMount(const Config& config) {
   }
   if (int rc = PrepareMountDir(config.fuse_dir); rc != 0) return rc;
 
+  // ---- HTTP API and metrics (begin) ----
+  // Metrics exist before the store and the mount, which report into them. The
+  // HTTP port is bound before anything opens or mounts: a taken port stops
+  // start-up with exit 2 and nothing mounted. Served once the mount is up;
+  // stopped first at shutdown (its exports/imports are clients of the mount).
+  metrics::Metrics node_metrics;
+  auto http = NodeHttp::Listen(config, &node_metrics);
+  if (!http.ok()) return Fail(2, http.status().message());
+  NodeHttp* node_http = http.value().get();
+  // ---- HTTP API and metrics (end) ----
+
   auto executor = tenancy::MakeTbbExecutor(
       std::max(8, static_cast<int>(std::thread::hardware_concurrency()) * 4));
   tenancy::Store::Options sopts;
@@ -152,6 +164,7 @@ int RunMount(const Config& config) {
   fopts.allow_other = config.allow_other;
   auto server = fuse::FuseServer::Mount(store.value().get(), executor.get(), fopts);
   if (!server.ok()) return Fail(1, server.status().ToString());
+  node_http->Start(store.value().get());  // HTTP: serve once the mount is up
 
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                 std::chrono::steady_clock::now() - started).count();
@@ -179,13 +192,14 @@ int RunMount(const Config& config) {
 
   fuse::FuseServer* srv = server.value().get();
   std::atomic<bool> loop_done{false};
-  std::thread signal_thread([srv, sigs, &loop_done] {
+  std::thread signal_thread([srv, sigs, &loop_done, node_http] {
     int sig = 0;
     sigset_t wait_set = sigs;
     sigdelset(&wait_set, SIGUSR1);
     sigwait(&wait_set, &sig);
     if (loop_done.load()) return;
     LOG_INFO("stopping", {{"signal", strsignal(sig)}});
+    node_http->Stop();  // HTTP first: transfers in flight are clients of the mount
     srv->Exit();
   });
 
@@ -195,6 +209,7 @@ int RunMount(const Config& config) {
   loop_done.store(true);
   pthread_kill(signal_thread.native_handle(), SIGTERM);
   signal_thread.join();
+  node_http->Stop();  // HTTP: when the loop ended on its own (idempotent)
   {
     std::lock_guard lock(hk_mu);
     hk_stop = true;

@@ -1,0 +1,75 @@
+#include "host/node_http.h"
+
+#include <chrono>
+
+#include <prometheus/gauge.h>
+
+#include "metrics/log.h"
+#include "tenancy/store.h"
+
+namespace host {
+
+namespace {
+// How long requests in flight (an export of a big database, say) may take to
+// finish once shutdown begins; then they are abandoned and roll back.
+constexpr std::chrono::seconds kShutdownGrace{10};
+}  // namespace
+
+tenancy::Result<std::unique_ptr<NodeHttp>> NodeHttp::Listen(const Config& config,
+                                                            metrics::Metrics* metrics) {
+  replication::HttpServer::Options o;
+  o.addr = config.http_addr;
+  o.node.metrics = metrics;
+  o.node.mount_dir = config.fuse_dir;
+  o.node.data_dir = config.data_dir;
+  o.node.node_id = config.node_id;
+  o.node.token = config.http_token;
+  // Static leases only for now: the candidate is the primary.
+  o.node.primary = config.lease_type == "static" && config.lease_candidate;
+  o.node.primary_url = o.node.primary ? config.advertise_url : config.primary_url;
+  // PLACEHOLDER(fd-LRU): until tenancy::Store::databases_open() and
+  // Store::IsOpen(Database&) land, nothing is reported open. Replace with
+  //   o.node.databases_open = [store] { return store->databases_open(); };
+  //   o.node.is_open = [store](const tenancy::Database& db) { return store->IsOpen(db); };
+  // (set in Start(), where the store is known).
+  o.node.databases_open = [] { return size_t{0}; };
+  o.node.is_open = [](const tenancy::Database&) { return false; };
+  const bool primary = o.node.primary;
+  auto server = replication::HttpServer::Listen(std::move(o));
+  if (!server.ok()) {
+    return tenancy::Status::InvalidArgument("http.addr " + config.http_addr + ": " +
+                                            server.status().message());
+  }
+  return std::unique_ptr<NodeHttp>(new NodeHttp(metrics, std::move(server.value()), primary));
+}
+
+NodeHttp::~NodeHttp() { Stop(); }
+
+void NodeHttp::Start(tenancy::Store* store) {
+  {
+    // The collector runs on the scraping thread (the HTTP work pool), never on
+    // a FUSE worker; everything it reads is an atomic or a directory listing.
+    metrics_->SetCollector([store, primary = primary_](metrics::Metrics& m) {
+      replication::Counts counts = replication::CountDatabases(*store);
+      m.databases().Set(static_cast<double>(counts.databases));
+      m.databases_open().Set(0);  // PLACEHOLDER(fd-LRU): store->databases_open()
+      // PLACEHOLDER(fd-LRU): m.SetEvictionsTotal(store->evictions());
+      m.write_queue_depth().Set(static_cast<double>(store->queue_depth()));
+      m.retention_bytes().Set(static_cast<double>(store->retention_bytes()));
+      m.is_primary().Set(primary ? 1 : 0);
+      m.SetCommitsTotal(store->stats().commits.load());
+    });
+  }
+  server_->Start(store);
+}
+
+void NodeHttp::Stop() {
+  std::lock_guard lock(stop_mu_);
+  if (stopped_) return;
+  stopped_ = true;
+  server_->Stop(kShutdownGrace);
+  metrics_->SetCollector(nullptr);
+  LOG_INFO("http stopped");
+}
+
+}  // namespace host
