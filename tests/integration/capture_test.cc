@@ -103,12 +103,15 @@ long long LastMaint(const std::string& out) {
   return last;
 }
 
-// The lines of `log` that contain `needle`.
+// The lines of `log` that contain `needle` (the first 10, then how many more).
 std::string Grep(const std::string& log, const std::string& needle) {
   std::string out;
+  int n = 0;
   for (const std::string& line : it::SplitLines(log)) {
-    if (line.find(needle) != std::string::npos) out += line + "\n";
+    if (line.find(needle) == std::string::npos) continue;
+    if (++n <= 10) out += line + "\n";
   }
+  if (n > 10) out += "... and " + std::to_string(n - 10) + " more such lines\n";
   return out;
 }
 
@@ -288,9 +291,8 @@ TEST_P(CaptureWorkload, ReplayReproducesTheDatabaseAndPosCountsCommits) {
 INSTANTIATE_TEST_SUITE_P(Modes, CaptureWorkload,
                          ::testing::Values(WorkloadCase{"delete", "delete", false, true, 1024},
                                            WorkloadCase{"truncate", "truncate", false, false, 0},
-                                           WorkloadCase{"persist", "persist", false, false, 0},
-                                           WorkloadCase{"wal", "wal", false, false, 0},
                                            WorkloadCase{"persist_incremental", "persist", true, false, 0},
+                                           WorkloadCase{"wal", "wal", false, false, 0},
                                            WorkloadCase{"wal_incremental", "wal", true, false, 0}),
                          [](const ::testing::TestParamInfo<WorkloadCase>& i) { return std::string(i.param.name); });
 
@@ -429,6 +431,43 @@ TEST_P(CapturePos, CountsCommittedWriteTransactionsOnly) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, CapturePos, ::testing::ValuesIn(it::kJournalModes),
+                         [](const ::testing::TestParamInfo<const char*>& i) { return std::string(i.param); });
+
+// A transaction whose dirty pages overflow the page cache writes them to the
+// database file (rollback modes) or the WAL before COMMIT; when it then changes a page
+// it already spilled, SQLite rewrites that page in place. In WAL mode it then writes
+// the following frames, the commit frame included, with zero salts and checksums and
+// fixes their headers only after the commit frame is written (walRewriteChecksums).
+// One such transaction, then the last connection closes (checkpoint, WAL deleted):
+// exactly one more TXID, and -pos and the log still describe the file.
+class CaptureSpill : public CaptureBase, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(CaptureSpill, TransactionRewritingSpilledPagesIsCaptured) {
+  const std::string mode = GetParam();
+  MakeTenant("s");
+  const std::string rel = "s/spill.db";
+  const std::string db = Mnt(rel);
+  it::Result r = it::SqlClient({"exec", "--mode", mode, db,
+                                "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);"
+                                "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 300)"
+                                " INSERT INTO t(v) SELECT randomblob(300) FROM c;"});
+  ASSERT_TRUE(r.Ok()) << r.Describe();
+  cap::Pos before = ReadPos(rel);
+  ASSERT_TRUE(before.ok) << before.text;
+  r = it::SqlClient({"exec", "--mode", mode, db,
+                     "PRAGMA cache_size=2; BEGIN;"
+                     "UPDATE t SET v = randomblob(300);"
+                     "UPDATE t SET v = randomblob(300);"
+                     "COMMIT;"});
+  ASSERT_TRUE(r.Ok()) << r.Describe();
+  cap::Pos after = ReadPos(rel);
+  ASSERT_TRUE(after.ok) << after.text;
+  EXPECT_EQ(after.txid, before.txid + 1) << "one committed transaction: -pos went from " << it::Trim(before.text)
+                                         << " to " << it::Trim(after.text);
+  ExpectCapturedExactly(rel, "after the spilling transaction");
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, CaptureSpill, ::testing::ValuesIn(it::kJournalModes),
                          [](const ::testing::TestParamInfo<const char*>& i) { return std::string(i.param); });
 
 // ============================================================== 3. kill -9 of the daemon
@@ -740,6 +779,60 @@ TEST_F(CaptureCorruptLog, ReplayRejectsCorruptChangeSets) {
   ASSERT_TRUE(RestartDaemon(&why)) << why;
   ExpectCapturedExactly(small, "after the corruption cases (originals untouched)");
   ExpectCapturedExactly(big, "after the corruption cases (originals untouched)");
+}
+
+// The daemon itself, restarted (cleanly) on a log with a damaged record in the middle of
+// its active segment: it must not cut the valid records after it away as if they were a
+// torn tail, and it must not publish (or build on) a position the database is not at.
+TEST_F(CaptureCorruptLog, DaemonRestartKeepsRecordsAfterACorruptOne) {
+  MakeTenant("c");
+  const std::string rel = "c/live.db";
+  it::Result r = it::SqlClient({"exec", "--mode", "delete", Mnt(rel), "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)"});
+  ASSERT_TRUE(r.Ok()) << r.Describe();
+  for (int i = 0; i < 19; ++i) {
+    r = it::SqlClient({"exec", "--mode", "delete", Mnt(rel), "INSERT INTO t(v) VALUES(randomblob(700))"});
+    ASSERT_TRUE(r.Ok()) << r.Describe();
+  }
+  cap::Pos before = ReadPos(rel);
+  ASSERT_EQ(before.txid, 20u) << before.text;
+  StopDaemon();
+  SaveLogBeforeRestart();
+
+  auto segs = cap::ReadLog(LogDir(scratch_->data(), rel));
+  ASSERT_EQ(segs.size(), 1u);
+  ASSERT_EQ(segs[0].records.size(), 20u);
+  const cap::Record damaged = segs[0].records[10];  // TXID 11 of 20
+  FlipBit(segs[0].path, FirstImageByte(segs[0], 10) + 50, 4);
+  const std::string after_damage = Slurp(segs[0].path);
+
+  std::string why;
+  ASSERT_TRUE(RestartDaemon(&why)) << why;
+  cap::Pos pos = ReadPos(rel);
+  std::string now = Slurp(segs[0].path);
+  EXPECT_EQ(now.size(), after_damage.size())
+      << "the daemon cut its log at the damaged record (offset " << damaged.offset << "): "
+      << after_damage.size() - std::min(after_damage.size(), now.size())
+      << " bytes of valid later change sets (TXIDs 12..20) are gone" << daemon_->Describe();
+  ASSERT_TRUE(pos.ok) << pos.text << daemon_->Describe();
+  cap::Sum own = cap::ChecksumOf(Backing(rel));
+  ASSERT_TRUE(own.ok) << own.error;
+  EXPECT_EQ(cap::Hex16(pos.checksum), cap::Hex16(own.checksum))
+      << "-pos (" << it::Trim(pos.text) << ", was " << it::Trim(before.text)
+      << " before the restart) is not the position of the database file" << daemon_->Describe();
+  EXPECT_GE(pos.txid, before.txid) << "TXID went backwards across a clean restart";
+
+  // Writing on: whatever the daemon did about the damage, -pos must follow the file.
+  r = it::SqlClient({"exec", "--mode", "delete", Mnt(rel), "INSERT INTO t(v) VALUES(randomblob(700))"});
+  ASSERT_TRUE(r.Ok()) << r.Describe() << daemon_->Describe();
+  cap::Pos next = ReadPos(rel);
+  cap::Sum own2 = cap::ChecksumOf(Backing(rel));
+  ASSERT_TRUE(next.ok && own2.ok);
+  EXPECT_EQ(cap::Hex16(next.checksum), cap::Hex16(own2.checksum))
+      << "-pos after one more commit (" << it::Trim(next.text) << ") is not the database's" << daemon_->Describe();
+  EXPECT_GT(next.txid, pos.txid);
+  std::cerr << "[capture] daemon restart on a damaged log: -pos " << it::Trim(before.text) << " -> "
+            << it::Trim(pos.text) << " -> " << it::Trim(next.text) << "; segment " << after_damage.size()
+            << " -> " << now.size() << " bytes\n";
 }
 
 }  // namespace
