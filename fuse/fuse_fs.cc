@@ -603,12 +603,11 @@ void OpReleasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 void OpFsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
-  auto* c = Ctx(req);
-  Node* n = c->NodeOf(ino);
-  if (n->type != Node::Type::kTenant) return (void)fuse_reply_err(req, 0);
-  std::shared_ptr<Tenant> tenant = n->tenant;
-  c->executor->Run([req, c, tenant] {
-    Guard(req, "fsyncdir", [&] { ReplyStatus(req, c->store->SyncTenantDir(*tenant)); });
+  Guard(req, "fsyncdir", [&] {
+    auto* c = Ctx(req);
+    Node* n = c->NodeOf(ino);
+    if (n->type != Node::Type::kTenant) return (void)fuse_reply_err(req, 0);
+    ReplyStatus(req, c->store->SyncTenantDir(*n->tenant));
   });
 }
 

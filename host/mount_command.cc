@@ -152,6 +152,8 @@ int RunMount(const Config& config) {
   // Tests and operators checking a suspicion: recompute full checksums after commits.
   const char* verify = std::getenv("TENANTFS_VERIFY_CHECKSUMS");
   sopts.verify_each_commit = verify != nullptr && std::string(verify) == "1";
+  sopts.max_open = static_cast<size_t>(config.max_open);
+  sopts.idle_timeout_ms = config.idle_timeout.count();
   auto store = tenancy::Store::Open(sopts);
   if (!store.ok()) return Fail(1, "open store: " + store.status().ToString());
   if (store.value()->unclean_start()) {
@@ -173,19 +175,28 @@ int RunMount(const Config& config) {
                        {"node", config.node_id},
                        {"startup_ms", std::to_string(ms)}});
 
-  // Housekeeping: the store-wide retention pass. One thread for the node, no
-  // per-database timers; it touches only databases used since start.
+  // Housekeeping: one thread for the node, no per-database timers. It closes
+  // databases idle past handles.idle-timeout (a walk over open databases only)
+  // and runs the store-wide retention pass over databases used since start.
   std::mutex hk_mu;
   std::condition_variable hk_cv;
   bool hk_stop = false;
   int64_t retention_ms = config.retention.count();
-  auto hk_every = std::chrono::milliseconds(std::clamp<int64_t>(retention_ms / 10, 1000, 60000));
+  using Ms = std::chrono::milliseconds;
+  Ms retention_every(std::clamp<int64_t>(retention_ms / 10, 1000, 60000));
+  Ms sweep_every(std::clamp<int64_t>(config.idle_timeout.count() / 4, 250, 15000));
   std::thread housekeeping([&] {
+    auto next_retention = std::chrono::steady_clock::now() + retention_every;
     std::unique_lock lock(hk_mu);
-    while (!hk_cv.wait_for(lock, hk_every, [&] { return hk_stop; })) {
+    while (!hk_cv.wait_for(lock, sweep_every, [&] { return hk_stop; })) {
       lock.unlock();
-      uint64_t freed = store.value()->EnforceRetention(retention_ms, config.retention_max_bytes);
-      if (freed > 0) LOG_DEBUG("retention pass", {{"freed_bytes", std::to_string(freed)}});
+      size_t closed = store.value()->SweepIdle();
+      if (closed > 0) LOG_DEBUG("closed idle databases", {{"count", std::to_string(closed)}});
+      if (std::chrono::steady_clock::now() >= next_retention) {
+        uint64_t freed = store.value()->EnforceRetention(retention_ms, config.retention_max_bytes);
+        if (freed > 0) LOG_DEBUG("retention pass", {{"freed_bytes", std::to_string(freed)}});
+        next_retention = std::chrono::steady_clock::now() + retention_every;
+      }
       lock.lock();
     }
   });

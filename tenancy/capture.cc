@@ -718,6 +718,13 @@ Status Capture::AfterFsync(FileKind kind) {
 
 Status Capture::Sync() { return log_ ? log_->Sync() : Status::Ok(); }
 
+void Capture::CloseFds() {
+  if (main_fd_ >= 0) ::close(main_fd_);
+  if (wal_fd_ >= 0) ::close(wal_fd_);
+  main_fd_ = wal_fd_ = -1;
+  if (log_) log_->CloseActive();
+}
+
 uint64_t Capture::TrimByAge(int64_t now_ms, int64_t retention_ms) {
   if (!log_) return 0;
   uint64_t freed = log_->TrimByAge(now_ms, retention_ms);

@@ -88,6 +88,9 @@ class Capture {
 
   // Makes appended change sets durable (clean shutdown).
   Status Sync();
+  // Closes the fds capture keeps (file readers, log segment); they reopen on
+  // next use. REQUIRES: on the queue, or nothing of the database in flight.
+  void CloseFds();
   bool loaded() const { return loaded_; }
   // Retention (the store-wide pass): drop whole log segments older than
   // retention_ms, or the oldest one. The newest record always stays. Bytes freed.

@@ -73,10 +73,18 @@ Position PositionOf(const ChangeSet& cs) {
   return p;
 }
 
+// How a segment scan ended.
+enum class ScanEnd {
+  kClean,    // every byte belongs to a valid record
+  kTornTail, // the last record is incomplete or invalid and nothing follows it:
+             // an append cut short by a crash, or one in progress right now
+  kCorrupt,  // an invalid record with more bytes after it: damage, never a torn write
+};
+
 // Reads the records of one segment in order. fn(offset, record) returns false to stop.
 Status ScanSegment(const std::string& path,
                    const std::function<bool(uint64_t, Result<ChangeSet>&&)>& fn,
-                   uint64_t* valid_end) {
+                   uint64_t* valid_end, ScanEnd* how, std::string* why) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Status::FromErrno(errno, "open " + path);
   struct stat st;
@@ -89,24 +97,52 @@ Status ScanSegment(const std::string& path,
   uint64_t off = 0;
   std::string buf;
   Status out;
-  while (off + kFrameHeader <= size) {
+  ScanEnd end = ScanEnd::kClean;
+  while (off < size) {
+    if (off + kFrameHeader > size) {
+      end = ScanEnd::kTornTail;
+      break;
+    }
     char hdr[kFrameHeader];
     out = ReadFull(fd, hdr, kFrameHeader, static_cast<off_t>(off), path);
     if (!out.ok()) break;
     uint32_t len = LoadLe32(hdr);
-    if (len == 0 || len > kMaxRecord || off + kFrameHeader + len > size) break;  // torn tail
+    if (len == 0 || len > kMaxRecord) {
+      end = ScanEnd::kCorrupt;  // a frame length no append writes
+      if (why) *why = "bad record length " + std::to_string(len);
+      // Zeros to the end of file are what a crash during an append can leave.
+      break;
+    }
+    if (off + kFrameHeader + len > size) {
+      end = ScanEnd::kTornTail;
+      break;
+    }
     buf.resize(len);
     out = ReadFull(fd, buf.data(), len, static_cast<off_t>(off + kFrameHeader), path);
     if (!out.ok()) break;
     Result<ChangeSet> cs = DecodeChangeSet(buf);
-    if (!cs.ok()) break;  // torn or corrupt: the valid prefix ends here
+    if (!cs.ok()) {
+      bool last = off + kFrameHeader + len == size;
+      end = last ? ScanEnd::kTornTail : ScanEnd::kCorrupt;
+      if (why) *why = cs.status().ToString();
+      break;
+    }
     uint64_t at = off;
     off += kFrameHeader + len;
     if (!fn(at, std::move(cs))) break;
   }
+  if (end == ScanEnd::kCorrupt) {
+    // A run of zero bytes from here to the end is a torn append, not damage.
+    std::string rest(size - off, '\0');
+    if (ReadFull(fd, rest.data(), rest.size(), static_cast<off_t>(off), path).ok() &&
+        rest.find_first_not_of('\0') == std::string::npos) {
+      end = ScanEnd::kTornTail;
+    }
+  }
   ::close(fd);
   if (valid_end != nullptr) *valid_end = off;
-  return out.ok() ? Status::Ok() : out;
+  if (how != nullptr) *how = end;
+  return out;
 }
 
 }  // namespace
@@ -167,6 +203,8 @@ Status ChangeLog::Recover() {
     bool any = false;
     int64_t first_ms = 0;
     uint64_t valid_end = 0;
+    ScanEnd how = ScanEnd::kClean;
+    std::string why;
     Status s = ScanSegment(
         path,
         [&](uint64_t at, Result<ChangeSet>&& cs) {
@@ -176,8 +214,13 @@ Status ChangeLog::Recover() {
           any = true;
           return true;
         },
-        &valid_end);
+        &valid_end, &how, &why);
     if (!s.ok()) return s;
+    if (how == ScanEnd::kCorrupt) {
+      // Valid records may follow: cutting here would throw them away. Stop, loudly.
+      return Status::InvalidArgument("change log " + path + " is corrupt at offset " +
+                                     std::to_string(valid_end) + ": " + why);
+    }
     if (valid_end < seg.bytes && !options_.read_only) {
       if (::truncate(path.c_str(), static_cast<off_t>(valid_end)) != 0) {
         return Status::FromErrno(errno, "truncate torn tail of " + path);
@@ -210,6 +253,16 @@ Status ChangeLog::OpenActive(bool create, uint64_t first_txid) {
   return Status::Ok();
 }
 
+void ChangeLog::CloseActive() {
+  if (active_fd_ >= 0) ::close(active_fd_);
+  active_fd_ = -1;
+}
+
+Status ChangeLog::EnsureActive() {
+  if (active_fd_ >= 0 || segments_.empty()) return Status::Ok();
+  return OpenActive(false, segments_.back().first_txid);
+}
+
 Status ChangeLog::Append(const std::string& encoded, const Position& pos, int64_t now_ms) {
   if (encoded.size() > kMaxRecord) return Status::InvalidArgument("change set too large");
   uint64_t first_txid = tail_.txid + 1;
@@ -232,6 +285,7 @@ Status ChangeLog::Append(const std::string& encoded, const Position& pos, int64_
     s = SyncDir(dir_);
     if (!s.ok()) return s;
   }
+  if (Status s = EnsureActive(); !s.ok()) return s;
   Segment& seg = segments_.back();
   uint32_t len = static_cast<uint32_t>(encoded.size());
   char hdr[kFrameHeader];
@@ -257,7 +311,8 @@ Status ChangeLog::Append(const std::string& encoded, const Position& pos, int64_
 }
 
 Status ChangeLog::Sync() {
-  if (!dirty_ || active_fd_ < 0) return Status::Ok();
+  if (!dirty_ || segments_.empty()) return Status::Ok();
+  if (Status s = EnsureActive(); !s.ok()) return s;
   if (::fdatasync(active_fd_) != 0) return Status::FromErrno(errno, "fsync log " + dir_);
   dirty_ = false;
   return Status::Ok();
@@ -265,6 +320,7 @@ Status ChangeLog::Sync() {
 
 Status ChangeLog::DropLast() {
   if (segments_.empty() || active_offsets_.empty()) return Status::NotFound("log is empty");
+  if (Status s = EnsureActive(); !s.ok()) return s;
   Segment& seg = segments_.back();
   uint64_t cut = active_offsets_.back();
   if (::ftruncate(active_fd_, static_cast<off_t>(cut)) != 0) {
@@ -289,10 +345,12 @@ Status ChangeLog::ForEach(uint64_t from_txid,
   for (size_t i = 0; i < segments_.size(); ++i) {
     if (i + 1 < segments_.size() && segments_[i + 1].first_txid <= from_txid) continue;
     bool stop = false;
-    Status bad;
     uint64_t end = 0;
+    ScanEnd how = ScanEnd::kClean;
+    std::string why;
+    std::string path = SegmentPath(segments_[i].first_txid);
     Status s = ScanSegment(
-        SegmentPath(segments_[i].first_txid),
+        path,
         [&](uint64_t, Result<ChangeSet>&& cs) {
           if (cs->max_txid < from_txid) return true;
           if (!fn(cs.value())) {
@@ -301,13 +359,14 @@ Status ChangeLog::ForEach(uint64_t from_txid,
           }
           return true;
         },
-        &end);
+        &end, &how, &why);
     if (!s.ok()) return s;
     if (stop) return Status::Ok();
-    // A short tail on the newest segment is a record being appended right now.
-    if (end < segments_[i].bytes && i + 1 < segments_.size()) {
-      return Status::InvalidArgument("log " + SegmentPath(segments_[i].first_txid) +
-                                     ": corrupt record at offset " + std::to_string(end));
+    // Only the newest segment may end in a record being appended right now.
+    bool newest = i + 1 == segments_.size();
+    if (how == ScanEnd::kCorrupt || (how == ScanEnd::kTornTail && !newest)) {
+      return Status::InvalidArgument("change log " + path + ": corrupt record at offset " +
+                                     std::to_string(end) + (why.empty() ? "" : ": " + why));
     }
   }
   return Status::Ok();

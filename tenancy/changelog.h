@@ -54,6 +54,9 @@ class ChangeLog {
   Status Append(const std::string& encoded, const Position& pos, int64_t now_ms);
   // Makes every appended record durable (fdatasync; no-op when nothing is new).
   Status Sync();
+  // Closes the active segment's fd (the handle cache evicting); the next Append
+  // or Sync reopens it. Unsynced appends stay pending: Sync still covers them.
+  void CloseActive();
   // Removes the last record (reconciliation after a commit that did not happen).
   Status DropLast();
 
@@ -85,6 +88,7 @@ class ChangeLog {
   std::string SegmentPath(uint64_t first_txid) const;
   Status Recover();
   Status OpenActive(bool create, uint64_t first_txid);
+  Status EnsureActive();  // reopens the active segment after CloseActive
 
   const std::string dir_;
   const Options options_;

@@ -2,10 +2,10 @@
 //
 // Each database owns one; every mutating operation on the database's files goes
 // through it, so the core sees one total order of writes per database while two
-// databases never wait for each other. An idle queue may run a task inline on the
-// submitting thread (no hand-off for the common, uncontended write); a task
-// submitted to a busy queue is parked and run by whichever thread is draining.
-// Tasks must not block on another queue. Thread-safe.
+// databases never wait for each other. A task submitted to an idle queue runs on
+// the submitting thread (no hand-off); a task submitted to a busy queue is parked
+// and run, in order, by the thread that is draining it. Tasks must not block on
+// another queue. Thread-safe.
 #pragma once
 
 #include <deque>

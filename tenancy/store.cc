@@ -68,13 +68,10 @@ File::~File() {
 
 Status File::Acquire() {
   std::lock_guard lock(mu_);
-  if (fd_.load(std::memory_order_relaxed) < 0) {
-    // Reopening by path would find a newer file of the same name.
-    if (unlinked()) return Status::FromErrno(ESTALE, "open " + path_ + " (unlinked)");
-    int fd = ::open(path_.c_str(), O_RDWR | O_CLOEXEC);
-    if (fd < 0 && (errno == EACCES || errno == EROFS)) fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return Status::FromErrno(errno, "open " + path_);
-    fd_.store(fd, std::memory_order_release);
+  // An unlinked file whose fd was closed cannot be reopened: the name may
+  // already belong to a newer file.
+  if (unlinked() && fd_.load(std::memory_order_relaxed) < 0) {
+    return Status::FromErrno(ESTALE, "open " + path_ + " (unlinked)");
   }
   ++users_;
   return Status::Ok();
@@ -82,10 +79,58 @@ Status File::Acquire() {
 
 void File::Release() {
   std::lock_guard lock(mu_);
-  if (--users_ == 0) {
+  if (--users_ == 0 && unlinked()) {
     int fd = fd_.exchange(-1, std::memory_order_acq_rel);
     if (fd >= 0) ::close(fd);
   }
+}
+
+Result<int> File::Fd() {
+  int fd = fd_.load(std::memory_order_acquire);
+  if (fd >= 0) return fd;
+  std::lock_guard lock(mu_);
+  fd = fd_.load(std::memory_order_relaxed);
+  if (fd >= 0) return fd;
+  if (unlinked()) return Status::FromErrno(ESTALE, "open " + path_ + " (unlinked)");
+  fd = ::open(path_.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0 && (errno == EACCES || errno == EROFS)) fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::FromErrno(errno, "open " + path_);
+  fd_.store(fd, std::memory_order_release);
+  return fd;
+}
+
+void File::CloseFd() {
+  std::lock_guard lock(mu_);
+  if (unlinked()) return;  // kept until its last handle goes
+  int fd = fd_.exchange(-1, std::memory_order_acq_rel);
+  if (fd >= 0) ::close(fd);
+}
+
+Database::~Database() { cache_->Forget(cache_entry_); }
+
+void Database::CloseBacking() {
+  std::shared_ptr<File> files[kBackedFileKinds];
+  {
+    std::lock_guard lock(mu_);
+    for (int k = 0; k < kBackedFileKinds; ++k) files[k] = files_[k];
+  }
+  for (auto& f : files) {
+    if (f) f->CloseFd();
+  }
+  capture_.CloseFds();
+}
+
+bool Store::IsOpen(Database& db) { return cache_->IsListed(db.cache_entry()); }
+
+Result<int> Store::OpenFd(File& file) {
+  auto fd = file.Fd();
+  if (fd.ok() || (fd.status().os_errno() != EMFILE && fd.status().os_errno() != ENFILE)) return fd;
+  // Out of fds: say so, make room, try once more.
+  fd_exhaustions_.fetch_add(1);
+  LOG_WARN("out of file descriptors; closing the least recently used database",
+           {{"file", file.path()}, {"open_databases", std::to_string(cache_->open())}});
+  if (!cache_->EvictOne()) return fd;
+  return file.Fd();
 }
 
 std::string Database::BackingPath(FileKind kind) const {
@@ -99,7 +144,9 @@ Store::Store(const Options& options)
       data_dir_(options.data_dir),
       tenants_dir_(data_dir_ + "/tenants"),
       log_dir_(data_dir_ + "/log"),
-      executor_(options.executor) {}
+      executor_(options.executor),
+      cache_(std::make_unique<HandleCache>(options.max_open, options.idle_timeout_ms, options.now_ms,
+                                           [](Database& db) { db.CloseBacking(); })) {}
 
 namespace {
 constexpr const char* kCleanMarker = "/CLEAN";
@@ -247,7 +294,7 @@ Result<std::shared_ptr<Database>> Store::LookupDatabase(const std::shared_ptr<Te
   env.now_ms = options_.now_ms;
   env.stats = &stats_;
   auto db = std::make_shared<Database>(tenant, db_name, SerialQueue::Create(executor_),
-                                       std::move(env));
+                                       std::move(env), cache_.get());
   {
     std::lock_guard slock(touched_mu_);
     touched_.push_back(db);
@@ -314,7 +361,8 @@ void Store::CreateFile(const std::shared_ptr<Tenant>& tenant, std::string_view n
   }
   std::shared_ptr<Database> d = std::move(db.value());
   FileKind kind = parsed->kind;
-  Submit(*d, true, [d, kind, mode, exclusive, done = std::move(done)] {
+  Submit(*d, true, [this, d, kind, mode, exclusive, done = std::move(done)] {
+    CacheUse use(*cache_, d->cache_entry());
     int k = static_cast<int>(kind);
     std::string path = d->BackingPath(kind);
     int flags = O_RDWR | O_CREAT | O_CLOEXEC | (exclusive ? O_EXCL : 0);
@@ -352,7 +400,8 @@ void Store::Unlink(const std::shared_ptr<Tenant>& tenant, std::string_view name,
   if (!db.ok()) return done(db.status());
   std::shared_ptr<Database> d = std::move(db.value());
   FileKind kind = parsed->kind;
-  Submit(*d, true, [tenant, d, kind, done = std::move(done)] {
+  Submit(*d, true, [this, tenant, d, kind, done = std::move(done)] {
+    CacheUse use(*cache_, d->cache_entry());
     std::string path = d->BackingPath(kind);
     Capture& cap = d->capture();
     // Loading needs the main file, which this very unlink may remove.
@@ -411,7 +460,8 @@ uint64_t Store::EnforceRetention(int64_t retention_ms, uint64_t max_bytes) {
     std::mutex mu;
     std::condition_variable cv;
     bool done = false;
-    Submit(*db, false, [&] {
+    Submit(*db, true, [&] {  // inline on this (housekeeping) thread when idle
+      CacheUse use(*cache_, db->cache_entry());
       fn();
       std::lock_guard lock(mu);
       done = true;
@@ -453,18 +503,23 @@ uint64_t Store::EnforceRetention(int64_t retention_ms, uint64_t max_bytes) {
 
 Result<struct stat> Store::StatFile(File& file) const {
   struct stat st;
-  int fd = file.fd();
+  CacheUse use(*cache_, file.db().cache_entry());  // keeps an open fd from being reused
+  int fd = file.fd_if_open();
   if (fd >= 0) {
     if (::fstat(fd, &st) == 0) return st;
   }
+  if (file.unlinked()) return Status::FromErrno(ESTALE, "stat " + file.path() + " (unlinked)");
   if (::stat(file.path().c_str(), &st) != 0) return Status::FromErrno(errno, "stat " + file.path());
   return st;
 }
 
-Result<size_t> Store::Read(File& file, char* buf, size_t size, off_t offset) const {
+Result<size_t> Store::Read(File& file, char* buf, size_t size, off_t offset) {
+  CacheUse use(*cache_, file.db().cache_entry());
+  auto fd = OpenFd(file);
+  if (!fd.ok()) return fd.status();
   size_t done = 0;
   while (done < size) {
-    ssize_t n = ::pread(file.fd(), buf + done, size - done, offset + static_cast<off_t>(done));
+    ssize_t n = ::pread(fd.value(), buf + done, size - done, offset + static_cast<off_t>(done));
     if (n < 0) {
       if (errno == EINTR) continue;
       return Status::FromErrno(errno, "read " + file.path());
@@ -477,14 +532,17 @@ Result<size_t> Store::Read(File& file, char* buf, size_t size, off_t offset) con
 
 void Store::Write(std::shared_ptr<File> file, std::string data, off_t offset, DoneSize done) {
   Database& db = file->db();
-  Submit(db, true, [file = std::move(file), data = std::move(data), offset, done = std::move(done)] {
+  Submit(db, true, [this, file = std::move(file), data = std::move(data), offset, done = std::move(done)] {
+    CacheUse use(*cache_, file->db().cache_entry());
     Capture& cap = file->db().capture();
     FileKind kind = file->kind();
+    auto fd = OpenFd(*file);
+    if (!fd.ok()) return done(fd.status());
     if (Status s = cap.Load(); !s.ok()) return done(s);
     if (Status s = cap.BeforeWrite(kind, offset, data); !s.ok()) return done(s);
     size_t written = 0;
     while (written < data.size()) {
-      ssize_t n = ::pwrite(file->fd(), data.data() + written, data.size() - written,
+      ssize_t n = ::pwrite(fd.value(), data.data() + written, data.size() - written,
                            offset + static_cast<off_t>(written));
       if (n < 0) {
         if (errno == EINTR) continue;
@@ -499,12 +557,15 @@ void Store::Write(std::shared_ptr<File> file, std::string data, off_t offset, Do
 
 void Store::Truncate(std::shared_ptr<File> file, off_t size, Done done) {
   Database& db = file->db();
-  Submit(db, true, [file = std::move(file), size, done = std::move(done)] {
+  Submit(db, true, [this, file = std::move(file), size, done = std::move(done)] {
+    CacheUse use(*cache_, file->db().cache_entry());
     Capture& cap = file->db().capture();
     FileKind kind = file->kind();
+    auto fd = OpenFd(*file);
+    if (!fd.ok()) return done(fd.status());
     if (Status s = cap.Load(); !s.ok()) return done(s);
     if (Status s = cap.BeforeTruncate(kind, size); !s.ok()) return done(s);
-    if (::ftruncate(file->fd(), size) != 0) {
+    if (::ftruncate(fd.value(), size) != 0) {
       return done(Status::FromErrno(errno, "truncate " + file->path()));
     }
     done(cap.AfterTruncate(kind, size));
@@ -514,13 +575,16 @@ void Store::Truncate(std::shared_ptr<File> file, off_t size, Done done) {
 void Store::Fallocate(std::shared_ptr<File> file, int mode, off_t offset, off_t length,
                       Done done) {
   Database& db = file->db();
-  Submit(db, true, [file = std::move(file), mode, offset, length, done = std::move(done)] {
+  Submit(db, true, [this, file = std::move(file), mode, offset, length, done = std::move(done)] {
+    CacheUse use(*cache_, file->db().cache_entry());
+    auto fd = OpenFd(*file);
+    if (!fd.ok()) return done(fd.status());
     // Plain allocation only: it adds zero bytes at most (capture counts a grown
     // file at the commit point). Hole punching would change bytes unseen.
     if (mode != 0 && mode != FALLOC_FL_KEEP_SIZE) {
       return done(Status::FromErrno(EOPNOTSUPP, "fallocate mode " + std::to_string(mode)));
     }
-    if (::fallocate(file->fd(), mode, offset, length) != 0) {
+    if (::fallocate(fd.value(), mode, offset, length) != 0) {
       return done(Status::FromErrno(errno, "fallocate " + file->path()));
     }
     done(Status::Ok());
@@ -529,10 +593,13 @@ void Store::Fallocate(std::shared_ptr<File> file, int mode, off_t offset, off_t 
 
 void Store::Fsync(std::shared_ptr<File> file, bool datasync, Done done) {
   Database& db = file->db();
-  Submit(db, false, [file = std::move(file), datasync, done = std::move(done)] {
+  Submit(db, true, [this, file = std::move(file), datasync, done = std::move(done)] {
+    CacheUse use(*cache_, file->db().cache_entry());
     Capture& cap = file->db().capture();
+    auto fd = OpenFd(*file);
+    if (!fd.ok()) return done(fd.status());
     if (Status s = cap.Load(); !s.ok()) return done(s);
-    int rc = datasync ? ::fdatasync(file->fd()) : ::fsync(file->fd());
+    int rc = datasync ? ::fdatasync(fd.value()) : ::fsync(fd.value());
     if (rc != 0) return done(Status::FromErrno(errno, "fsync " + file->path()));
     done(cap.AfterFsync(file->kind()));
   });
@@ -547,7 +614,8 @@ Result<std::shared_ptr<Database>> Store::LookupPos(const std::shared_ptr<Tenant>
 
 void Store::ReadPosition(std::shared_ptr<Database> db, DonePos done) {
   Database& d = *db;
-  Submit(d, true, [db = std::move(db), done = std::move(done)] {
+  Submit(d, true, [this, db = std::move(db), done = std::move(done)] {
+    CacheUse use(*cache_, db->cache_entry());
     {
       std::lock_guard lock(db->mu_);
       if (db->deleted_) return done(Status::NotFound("database " + db->name() + " was deleted"));

@@ -27,6 +27,7 @@
 
 #include "tenancy/capture.h"
 #include "tenancy/executor.h"
+#include "tenancy/handle_cache.h"
 #include "tenancy/names.h"
 #include "tenancy/serial_queue.h"
 #include "tenancy/status.h"
@@ -52,12 +53,18 @@ class File {
   const std::string& path() const { return path_; }
   bool unlinked() const { return unlinked_.load(std::memory_order_acquire); }
 
-  // Counts one user, opening the backing fd if it is closed.
+  // Counts one logical handle (an application's open file). The backing fd is
+  // opened lazily by Fd() and may be closed by the handle cache meanwhile.
   Status Acquire();
-  // Drops one user; the last one closes the fd.
+  // Drops one handle; an unlinked file's fd goes with its last handle.
   void Release();
-  // REQUIRES: between Acquire() and Release().
-  int fd() const { return fd_.load(std::memory_order_acquire); }
+  // The backing fd, opened if needed. REQUIRES: the database pinned (CacheUse).
+  Result<int> Fd();
+  // Closes the backing fd unless the file is unlinked (which could not be
+  // reopened). REQUIRES: the database pinned by nobody (the cache evicting).
+  void CloseFd();
+  // The fd if open, else -1 (for stats while pinned).
+  int fd_if_open() const { return fd_.load(std::memory_order_acquire); }
 
  private:
   friend class Store;
@@ -65,8 +72,8 @@ class File {
   const FileKind kind_;
   const std::string path_;
   std::mutex mu_;  // leaf
-  std::atomic<int> fd_{-1};
-  int users_ = 0;  // guarded by mu_
+  std::atomic<int> fd_{-1};  // written under mu_
+  int users_ = 0;            // guarded by mu_
   std::atomic<bool> unlinked_{false};
 };
 
@@ -88,17 +95,27 @@ class Tenant {
 class Database {
  public:
   Database(std::shared_ptr<Tenant> tenant, std::string name, std::shared_ptr<SerialQueue> queue,
-           Capture::Env capture_env)
+           Capture::Env capture_env, HandleCache* cache)
       : tenant_(std::move(tenant)),
         name_(std::move(name)),
         queue_(std::move(queue)),
-        capture_(std::move(capture_env)) {}
+        capture_(std::move(capture_env)),
+        cache_(cache) {
+    cache_entry_.db = this;
+  }
+  ~Database();
+  Database(const Database&) = delete;
+  Database& operator=(const Database&) = delete;
   Tenant& tenant() const { return *tenant_; }
   const std::string& name() const { return name_; }
   SerialQueue& queue() const { return *queue_; }
   std::string BackingPath(FileKind kind) const;
   // REQUIRES: on queue() for everything but position().
   Capture& capture() { return capture_; }
+  // Bookkeeping of the handle cache (guarded by its mutex).
+  CacheEntry& cache_entry() { return cache_entry_; }
+  // Closes every backing fd of the database. REQUIRES: nothing of it in flight.
+  void CloseBacking();
 
  private:
   friend class Store;
@@ -106,6 +123,8 @@ class Database {
   const std::string name_;
   const std::shared_ptr<SerialQueue> queue_;
   Capture capture_;
+  HandleCache* const cache_;
+  CacheEntry cache_entry_;
   std::mutex mu_;  // after Tenant::mu_, before File::mu_
   std::shared_ptr<File> files_[kBackedFileKinds];  // guarded by mu_; null = not known to exist
   bool deleted_ = false;                           // guarded by mu_
@@ -119,6 +138,8 @@ class Store {
     bool verify_each_commit = false;  // recompute full checksums after commits (tests)
     ChangeLog::Options log_options;
     std::function<int64_t()> now_ms;  // default: the system clock
+    size_t max_open = 256;             // handles.max-open: databases with open backing fds
+    int64_t idle_timeout_ms = 60000;   // handles.idle-timeout
   };
   using Done = std::function<void(Status)>;
   using DoneFile = std::function<void(Result<std::shared_ptr<File>>)>;
@@ -166,7 +187,7 @@ class Store {
 
   // Data path. Write/Truncate/Fallocate/Fsync REQUIRE the file Acquire()d.
   Result<struct stat> StatFile(File& file) const;
-  Result<size_t> Read(File& file, char* buf, size_t size, off_t offset) const;
+  Result<size_t> Read(File& file, char* buf, size_t size, off_t offset);
   void Write(std::shared_ptr<File> file, std::string data, off_t offset, DoneSize done);
   void Truncate(std::shared_ptr<File> file, off_t size, Done done);
   void Fallocate(std::shared_ptr<File> file, int mode, off_t offset, off_t length, Done done);
@@ -185,6 +206,15 @@ class Store {
   // Change-set bytes held by the logs of databases touched since start.
   int64_t retention_bytes() const { return stats_.log_bytes.load(); }
 
+  // The handle cache: databases with open backing fds, evictions, idle sweep.
+  size_t databases_open() const { return cache_->open(); }
+  uint64_t evictions() const { return cache_->evictions(); }
+  bool IsOpen(Database& db);
+  // Closes databases idle past handles.idle-timeout (housekeeping). Returns how many.
+  size_t SweepIdle() { return cache_->Sweep(); }
+  // Times an open() of a backing file failed with EMFILE/ENFILE.
+  uint64_t fd_exhaustions() const { return fd_exhaustions_.load(); }
+
   // Mutating operations submitted and not yet finished, all databases.
   int64_t queue_depth() const { return queued_.load(std::memory_order_relaxed); }
 
@@ -192,6 +222,8 @@ class Store {
   explicit Store(const Options& options);
   Result<std::shared_ptr<Database>> LookupDatabase(const std::shared_ptr<Tenant>& tenant,
                                                    const std::string& db_name, bool create);
+  // file.Fd(), making room in the cache on EMFILE/ENFILE.
+  Result<int> OpenFd(File& file);
   // Runs op on db's queue, counted in queue_depth().
   void Submit(Database& db, bool inline_ok, std::function<void()> op);
 
@@ -200,10 +232,13 @@ class Store {
   const std::string tenants_dir_;
   const std::string log_dir_;
   Executor* const executor_;
+  // Declared before the registry: databases unlink themselves from it when destroyed.
+  std::unique_ptr<HandleCache> cache_;
   bool unclean_start_ = false;
   CaptureStats stats_;
   mutable std::mutex mu_;  // first in lock order
   std::unordered_map<std::string, std::shared_ptr<Tenant>> tenants_;  // guarded by mu_
+  std::atomic<uint64_t> fd_exhaustions_{0};
   std::mutex touched_mu_;  // leaf
   std::vector<std::weak_ptr<Database>> touched_;  // guarded by touched_mu_: databases made since start
   std::atomic<int64_t> queued_{0};

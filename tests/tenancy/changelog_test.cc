@@ -209,5 +209,49 @@ TEST_F(ChangeLogTest, CorruptMiddleRecordIsReported) {
   EXPECT_NE(s.message().find("corrupt"), std::string::npos) << s.ToString();
 }
 
+TEST_F(ChangeLogTest, CorruptRecordInActiveSegmentIsNotATornTail) {
+  {
+    auto log = Open();
+    AppendRange(*log, 1, 5);
+  }
+  std::string seg = dir_ + "/0000000000000001.seg";
+  {
+    std::fstream f(seg, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(150);
+    char c;
+    f.get(c);
+    f.seekp(150);
+    f.put(static_cast<char>(c ^ 0x01));
+  }
+  uint64_t size = fs::file_size(seg);
+  // Valid records follow the damage: opening for writing refuses instead of cutting them.
+  auto rw = ChangeLog::Open(dir_, {});
+  ASSERT_FALSE(rw.ok());
+  EXPECT_NE(rw.status().message().find("corrupt"), std::string::npos) << rw.status().ToString();
+  EXPECT_EQ(fs::file_size(seg), size);
+  // A reader sees the damage too.
+  ChangeLog::Options ro;
+  ro.read_only = true;
+  auto log = Open(ro);
+  ASSERT_TRUE(log);
+  EXPECT_FALSE(log->ForEach(0, [](const ChangeSet&) { return true; }).ok());
+}
+
+TEST_F(ChangeLogTest, ZeroFilledTailIsTorn) {
+  {
+    auto log = Open();
+    AppendRange(*log, 1, 3);
+  }
+  std::string seg = dir_ + "/0000000000000001.seg";
+  {
+    std::ofstream out(seg, std::ios::app | std::ios::binary);
+    out << std::string(700, '\0');  // a crash can leave an extended size and no data
+  }
+  auto log = Open();
+  EXPECT_EQ(log->tail().txid, 3u);
+  AppendRange(*log, 4, 4);
+  EXPECT_EQ(Txids(*log), (std::vector<uint64_t>{1, 2, 3, 4}));
+}
+
 }  // namespace
 }  // namespace tenancy

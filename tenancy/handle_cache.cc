@@ -1,0 +1,98 @@
+#include "tenancy/handle_cache.h"
+
+namespace tenancy {
+
+HandleCache::HandleCache(size_t max_open, int64_t idle_ms, std::function<int64_t()> now_ms,
+                         std::function<void(Database&)> close_fds)
+    : max_open_(max_open == 0 ? 1 : max_open),
+      idle_ms_(idle_ms),
+      now_ms_(std::move(now_ms)),
+      close_fds_(std::move(close_fds)) {
+  head_.next = head_.prev = &head_;
+}
+
+void HandleCache::Unlink(CacheEntry& e) {
+  e.prev->next = e.next;
+  e.next->prev = e.prev;
+  e.prev = e.next = nullptr;
+  e.listed = false;
+  open_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void HandleCache::PushFront(CacheEntry& e) {
+  e.next = head_.next;
+  e.prev = &head_;
+  head_.next->prev = &e;
+  head_.next = &e;
+  e.listed = true;
+  open_.fetch_add(1, std::memory_order_relaxed);
+}
+
+bool HandleCache::EvictLocked(CacheEntry& e) {
+  if (e.pins > 0 || !e.listed) return false;
+  Unlink(e);
+  close_fds_(*e.db);
+  evictions_.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+void HandleCache::Pin(CacheEntry& e) {
+  std::lock_guard lock(mu_);
+  ++e.pins;
+  e.last_used_ms = now_ms_();
+  if (e.listed) {
+    if (head_.next != &e) {  // move to front
+      e.prev->next = e.next;
+      e.next->prev = e.prev;
+      e.next = head_.next;
+      e.prev = &head_;
+      head_.next->prev = &e;
+      head_.next = &e;
+    }
+    return;
+  }
+  PushFront(e);
+  // Over budget: close least recently used databases nobody is using.
+  CacheEntry* victim = head_.prev;
+  while (open_.load(std::memory_order_relaxed) > max_open_ && victim != &head_) {
+    CacheEntry* prev = victim->prev;
+    EvictLocked(*victim);
+    victim = prev;
+  }
+}
+
+void HandleCache::Unpin(CacheEntry& e) {
+  std::lock_guard lock(mu_);
+  --e.pins;
+  e.last_used_ms = now_ms_();
+}
+
+void HandleCache::Forget(CacheEntry& e) {
+  std::lock_guard lock(mu_);
+  if (e.listed) Unlink(e);
+}
+
+size_t HandleCache::Sweep() {
+  std::lock_guard lock(mu_);
+  int64_t cutoff = now_ms_() - idle_ms_;
+  size_t closed = 0;
+  CacheEntry* e = head_.prev;
+  while (e != &head_) {
+    CacheEntry* prev = e->prev;
+    // The list is in use order, but a pinned entry may be old; skip it.
+    if (e->last_used_ms > cutoff) break;
+    if (EvictLocked(*e)) ++closed;
+    e = prev;
+  }
+  return closed;
+}
+
+bool HandleCache::EvictOne() {
+  std::lock_guard lock(mu_);
+  for (CacheEntry* e = head_.prev; e != &head_; e = e->prev) {
+    if (EvictLocked(*e)) return true;
+  }
+  return false;
+}
+
+}  // namespace tenancy

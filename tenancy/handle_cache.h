@@ -1,0 +1,87 @@
+// HandleCache: bounds the backing files tenantfs keeps open.
+//
+// A database is "open" while any of its backing fds are (its files, its capture
+// readers, its log). Applications' file handles are logical (tenancy::File users)
+// and survive eviction: the next operation reopens what it needs by path. The
+// cache keeps at most `max_open` databases open, closing the least recently used
+// unpinned one first, and closes databases idle for `idle_ms` when swept.
+// An operation pins its database for its duration (CacheUse), so nothing is
+// closed under it; locks apps hold live on kernel inodes and are unaffected.
+//
+// Thread safety: thread-safe. One mutex guards the LRU list; it is held for O(1)
+// list work per operation, and while an evicted database's fds are closed.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+
+namespace tenancy {
+
+class Database;
+
+// The cache's per-database bookkeeping, embedded in Database. Guarded by the
+// cache's mutex.
+struct CacheEntry {
+  CacheEntry* prev = nullptr;
+  CacheEntry* next = nullptr;
+  Database* db = nullptr;
+  int64_t last_used_ms = 0;
+  uint32_t pins = 0;
+  bool listed = false;  // open: in the LRU list
+};
+
+class HandleCache {
+ public:
+  // close_fds(db) closes every backing fd of db; called with the cache mutex held
+  // and db unpinned, so no operation of db runs meanwhile.
+  HandleCache(size_t max_open, int64_t idle_ms, std::function<int64_t()> now_ms,
+              std::function<void(Database&)> close_fds);
+
+  void Pin(CacheEntry& e);
+  void Unpin(CacheEntry& e);
+  // Drops e from the list without closing (the database is being deleted).
+  void Forget(CacheEntry& e);
+  // Closes databases idle for idle_ms or more. Returns how many.
+  size_t Sweep();
+  // After EMFILE/ENFILE: close the least recently used unpinned database, if any.
+  bool EvictOne();
+
+  size_t open() const { return open_.load(std::memory_order_relaxed); }
+  bool IsListed(CacheEntry& e) {
+    std::lock_guard lock(mu_);
+    return e.listed;
+  }
+  uint64_t evictions() const { return evictions_.load(std::memory_order_relaxed); }
+  size_t max_open() const { return max_open_; }
+
+ private:
+  void Unlink(CacheEntry& e);       // REQUIRES: mu_ held, e listed
+  void PushFront(CacheEntry& e);    // REQUIRES: mu_ held, e not listed
+  bool EvictLocked(CacheEntry& e);  // REQUIRES: mu_ held
+
+  const size_t max_open_;
+  const int64_t idle_ms_;
+  const std::function<int64_t()> now_ms_;
+  const std::function<void(Database&)> close_fds_;
+  std::mutex mu_;  // before Database/File/Capture locks taken by close_fds
+  CacheEntry head_;  // sentinel: head_.next is the most recently used
+  std::atomic<size_t> open_{0};
+  std::atomic<uint64_t> evictions_{0};
+};
+
+// Pins a database for the duration of one operation.
+class CacheUse {
+ public:
+  CacheUse(HandleCache& cache, CacheEntry& e) : cache_(cache), e_(e) { cache_.Pin(e_); }
+  ~CacheUse() { cache_.Unpin(e_); }
+  CacheUse(const CacheUse&) = delete;
+  CacheUse& operator=(const CacheUse&) = delete;
+
+ private:
+  HandleCache& cache_;
+  CacheEntry& e_;
+};
+
+}  // namespace tenancy
