@@ -216,8 +216,9 @@ Status ChangeLog::Recover() {
         },
         &valid_end, &how, &why);
     if (!s.ok()) return s;
-    if (how == ScanEnd::kCorrupt) {
+    if (how == ScanEnd::kCorrupt && !options_.read_only) {
       // Valid records may follow: cutting here would throw them away. Stop, loudly.
+      // (A reader opens anyway; ForEach reports the damage where it reaches it.)
       return Status::InvalidArgument("change log " + path + " is corrupt at offset " +
                                      std::to_string(valid_end) + ": " + why);
     }
