@@ -82,10 +82,7 @@ bool AllZero(std::string_view d) {
 
 Capture::Capture(Env env) : env_(std::move(env)) {}
 
-Capture::~Capture() {
-  if (main_fd_ >= 0) ::close(main_fd_);
-  if (wal_fd_ >= 0) ::close(wal_fd_);
-}
+Capture::~Capture() = default;
 
 Position Capture::position() const {
   std::lock_guard lock(pos_mu_);
@@ -113,21 +110,10 @@ Status Capture::Fail(Status s) {
   return s;
 }
 
-Result<int> Capture::MainFd() {
-  if (main_fd_ < 0) {
-    main_fd_ = ::open(env_.main_path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (main_fd_ < 0) return Status::FromErrno(errno, "open " + env_.main_path);
-  }
-  return main_fd_;
-}
-
-Result<int> Capture::WalFd() {
-  if (wal_fd_ < 0) {
-    wal_fd_ = ::open(env_.wal_path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (wal_fd_ < 0) return Status::FromErrno(errno, "open " + env_.wal_path);
-  }
-  return wal_fd_;
-}
+// Capture reads through the database's own backing fds (one fd per file for
+// the whole daemon); never cached across calls, the handle cache may close them.
+Result<int> Capture::MainFd() { return env_.fd_of(FileKind::kMain); }
+Result<int> Capture::WalFd() { return env_.fd_of(FileKind::kWal); }
 
 Result<uint64_t> Capture::MainSize() {
   auto fd = MainFd();
@@ -184,19 +170,17 @@ void Capture::ResetWal() {
   wal_active_ = false;
   wal_next_frame_ = 0;
   wal_pages_.clear();
-  if (wal_fd_ >= 0) {
-    ::close(wal_fd_);
-    wal_fd_ = -1;
-  }
 }
 
 // Reads the WAL as SQLite's recovery would: frames whose salts and checksum
 // chain are valid, up to the last commit frame.
 Status Capture::LoadWal() {
   ResetWal();
-  int fd = ::open(env_.wal_path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return errno == ENOENT ? Status::Ok() : Status::FromErrno(errno, "open " + env_.wal_path);
-  wal_fd_ = fd;
+  auto wal_fd = WalFd();
+  if (!wal_fd.ok()) {
+    return wal_fd.status().code() == Status::Code::kNotFound ? Status::Ok() : wal_fd.status();
+  }
+  int fd = wal_fd.value();
   unsigned char hdr[kWalHeader];
   Status s = PreadFull(fd, reinterpret_cast<char*>(hdr), kWalHeader, 0, env_.wal_path);
   if (!s.ok()) return s;
@@ -244,6 +228,7 @@ Status Capture::Load() {
   auto log = ChangeLog::Open(env_.log_dir, env_.log_options);
   if (!log.ok()) return Fail(log.status());
   log_ = std::move(log.value());
+  log_fd_open_.store(log_->fd_open(), std::memory_order_relaxed);
   if (env_.stats) env_.stats->log_bytes.fetch_add(static_cast<int64_t>(log_->bytes()));
   const Position& tail = log_->tail();
   txid_ = tail.txid;
@@ -369,6 +354,7 @@ Status Capture::Emit(std::vector<uint32_t> pgnos, std::string pages, uint32_t ne
   pos.timestamp_ms = cs.timestamp_ms;
   pos.db_id = db_id_;
   Status s = log_->Append(encoded, pos, cs.timestamp_ms);
+  log_fd_open_.store(log_->fd_open(), std::memory_order_relaxed);
   if (!s.ok()) return s;
   txid_ = cs.max_txid;
   checksum_ = new_checksum;
@@ -466,7 +452,7 @@ Status Capture::Commit() {
       s = Emit(std::move(pgnos), std::move(pages), new_pages, sum | kEmptyChecksum, 0);
     }
   }
-  if (s.ok() && synced) s = log_->Sync();
+  if (s.ok() && synced) s = SyncLog();
   if (s.ok() && verify_pending_) {
     verify_pending_ = false;
     s = VerifyOrRepair("after hot journal");
@@ -687,6 +673,7 @@ Status Capture::AfterUnlink(FileKind kind) {
     if (log_) {
       if (env_.stats) env_.stats->log_bytes.fetch_sub(static_cast<int64_t>(log_->bytes()));
       Status s = log_->Destroy();
+      log_fd_open_.store(false, std::memory_order_relaxed);
       if (!s.ok()) LOG_WARN("could not remove change log", {{"dir", env_.log_dir}, {"error", s.ToString()}});
     }
     ResetWal();
@@ -712,18 +699,24 @@ Status Capture::AfterFsync(FileKind kind) {
   }
   // A client's fsync is where it expects durability: the change sets of what it
   // wrote become durable before its fsync returns.
-  if (s.ok() && kind != FileKind::kShm) s = log_->Sync();
+  if (s.ok() && kind != FileKind::kShm) s = SyncLog();
   return s.ok() ? s : Fail(s);
 }
 
-Status Capture::Sync() { return log_ ? log_->Sync() : Status::Ok(); }
+Status Capture::Sync() { return log_ ? SyncLog() : Status::Ok(); }
+
+Status Capture::SyncLog() {
+  Status s = log_->Sync();  // may reopen the segment
+  log_fd_open_.store(log_->fd_open(), std::memory_order_relaxed);
+  return s;
+}
 
 void Capture::CloseFds() {
-  if (main_fd_ >= 0) ::close(main_fd_);
-  if (wal_fd_ >= 0) ::close(wal_fd_);
-  main_fd_ = wal_fd_ = -1;
   if (log_) log_->CloseActive();
+  log_fd_open_.store(false, std::memory_order_relaxed);
 }
+
+bool Capture::log_fd_open() const { return log_fd_open_.load(std::memory_order_relaxed); }
 
 uint64_t Capture::TrimByAge(int64_t now_ms, int64_t retention_ms) {
   if (!log_) return 0;

@@ -64,6 +64,9 @@ class Capture {
     bool unclean_start = false;       // last shutdown was not clean: verify on load
     std::function<int64_t()> now_ms;  // injected clock
     CaptureStats* stats = nullptr;    // may be null
+    // The database's backing fd for a file (main or WAL), opened if needed;
+    // NotFound when the file does not exist.
+    std::function<Result<int>(FileKind)> fd_of;
   };
 
   explicit Capture(Env env);
@@ -91,6 +94,8 @@ class Capture {
   // Closes the fds capture keeps (file readers, log segment); they reopen on
   // next use. REQUIRES: on the queue, or nothing of the database in flight.
   void CloseFds();
+  // Whether the log segment's fd is open (for the handle cache's fd count; any thread).
+  bool log_fd_open() const;
   bool loaded() const { return loaded_; }
   // Retention (the store-wide pass): drop whole log segments older than
   // retention_ms, or the oldest one. The newest record always stays. Bytes freed.
@@ -124,6 +129,7 @@ class Capture {
   Status LoadWal();
   void ResetWal();
   Status Fail(Status s);
+  Status SyncLog();
   void Publish();
 
   Result<int> MainFd();
@@ -142,8 +148,7 @@ class Capture {
   bool loaded_ = false;
   Status broken_;
   std::unique_ptr<ChangeLog> log_;
-  int main_fd_ = -1;
-  int wal_fd_ = -1;
+  std::atomic<bool> log_fd_open_{false};
 
   uint32_t page_size_ = 0;  // 0 until the database has a header
   uint32_t pages_ = 0;      // committed size in pages

@@ -57,6 +57,7 @@ class ChangeLog {
   // Closes the active segment's fd (the handle cache evicting); the next Append
   // or Sync reopens it. Unsynced appends stay pending: Sync still covers them.
   void CloseActive();
+  bool fd_open() const { return active_fd_ >= 0; }
   // Removes the last record (reconciliation after a commit that did not happen).
   Status DropLast();
 

@@ -3,11 +3,13 @@
 namespace tenancy {
 
 HandleCache::HandleCache(size_t max_open, int64_t idle_ms, std::function<int64_t()> now_ms,
-                         std::function<void(Database&)> close_fds)
+                         std::function<void(Database&)> close_fds,
+                         std::function<int(Database&)> count_fds)
     : max_open_(max_open == 0 ? 1 : max_open),
       idle_ms_(idle_ms),
       now_ms_(std::move(now_ms)),
-      close_fds_(std::move(close_fds)) {
+      close_fds_(std::move(close_fds)),
+      count_fds_(std::move(count_fds)) {
   head_.next = head_.prev = &head_;
 }
 
@@ -17,6 +19,8 @@ void HandleCache::Unlink(CacheEntry& e) {
   e.prev = e.next = nullptr;
   e.listed = false;
   open_.fetch_sub(1, std::memory_order_relaxed);
+  fds_.fetch_sub(e.fds, std::memory_order_relaxed);
+  e.fds = 0;
 }
 
 void HandleCache::PushFront(CacheEntry& e) {
@@ -40,24 +44,15 @@ void HandleCache::Pin(CacheEntry& e) {
   std::lock_guard lock(mu_);
   ++e.pins;
   e.last_used_ms = now_ms_();
-  if (e.listed) {
-    if (head_.next != &e) {  // move to front
-      e.prev->next = e.next;
-      e.next->prev = e.prev;
-      e.next = head_.next;
-      e.prev = &head_;
-      head_.next->prev = &e;
-      head_.next = &e;
-    }
-    return;
-  }
-  PushFront(e);
-  // Over budget: close least recently used databases nobody is using.
-  CacheEntry* victim = head_.prev;
-  while (open_.load(std::memory_order_relaxed) > max_open_ && victim != &head_) {
-    CacheEntry* prev = victim->prev;
-    EvictLocked(*victim);
-    victim = prev;
+  if (!e.listed) {
+    PushFront(e);
+  } else if (head_.next != &e) {  // move to front
+    e.prev->next = e.next;
+    e.next->prev = e.prev;
+    e.next = head_.next;
+    e.prev = &head_;
+    head_.next->prev = &e;
+    head_.next = &e;
   }
 }
 
@@ -65,6 +60,20 @@ void HandleCache::Unpin(CacheEntry& e) {
   std::lock_guard lock(mu_);
   --e.pins;
   e.last_used_ms = now_ms_();
+  // The operation may have opened fds: account for them, then close least
+  // recently used databases nobody is using until within budget.
+  uint32_t now_fds = static_cast<uint32_t>(count_fds_(*e.db));
+  fds_.fetch_add(now_fds, std::memory_order_relaxed);
+  fds_.fetch_sub(e.fds, std::memory_order_relaxed);
+  e.fds = now_fds;
+  CacheEntry* victim = head_.prev;
+  while ((fds_.load(std::memory_order_relaxed) > max_open_ ||
+          open_.load(std::memory_order_relaxed) > max_open_) &&
+         victim != &head_) {
+    CacheEntry* prev = victim->prev;
+    EvictLocked(*victim);
+    victim = prev;
+  }
 }
 
 void HandleCache::Forget(CacheEntry& e) {

@@ -1,10 +1,12 @@
 // HandleCache: bounds the backing files tenantfs keeps open.
 //
-// A database is "open" while any of its backing fds are (its files, its capture
-// readers, its log). Applications' file handles are logical (tenancy::File users)
-// and survive eviction: the next operation reopens what it needs by path. The
-// cache keeps at most `max_open` databases open, closing the least recently used
-// unpinned one first, and closes databases idle for `idle_ms` when swept.
+// A database is "open" while any of its backing fds are (its files, its log).
+// Applications' file handles are logical (tenancy::File users) and survive
+// eviction: the next operation reopens what it needs by path. The budget,
+// `max_open`, counts backing fds (one per open file, one per log segment being
+// written): a WAL database in use holds three or four, a rollback one one or
+// two. Over budget, the least recently used unpinned databases are closed; a
+// sweep closes databases idle for `idle_ms`.
 // An operation pins its database for its duration (CacheUse), so nothing is
 // closed under it; locks apps hold live on kernel inodes and are unaffected.
 //
@@ -29,15 +31,17 @@ struct CacheEntry {
   Database* db = nullptr;
   int64_t last_used_ms = 0;
   uint32_t pins = 0;
+  uint32_t fds = 0;     // backing fds it held when last unpinned
   bool listed = false;  // open: in the LRU list
 };
 
 class HandleCache {
  public:
-  // close_fds(db) closes every backing fd of db; called with the cache mutex held
-  // and db unpinned, so no operation of db runs meanwhile.
+  // close_fds(db) closes every backing fd of db; count_fds(db) counts them. Both
+  // are called with the cache mutex held; close_fds only with db unpinned, so no
+  // operation of db runs meanwhile.
   HandleCache(size_t max_open, int64_t idle_ms, std::function<int64_t()> now_ms,
-              std::function<void(Database&)> close_fds);
+              std::function<void(Database&)> close_fds, std::function<int(Database&)> count_fds);
 
   void Pin(CacheEntry& e);
   void Unpin(CacheEntry& e);
@@ -55,6 +59,7 @@ class HandleCache {
   }
   uint64_t evictions() const { return evictions_.load(std::memory_order_relaxed); }
   size_t max_open() const { return max_open_; }
+  size_t fds() const { return fds_.load(std::memory_order_relaxed); }
 
  private:
   void Unlink(CacheEntry& e);       // REQUIRES: mu_ held, e listed
@@ -65,9 +70,11 @@ class HandleCache {
   const int64_t idle_ms_;
   const std::function<int64_t()> now_ms_;
   const std::function<void(Database&)> close_fds_;
+  const std::function<int(Database&)> count_fds_;
   std::mutex mu_;  // before Database/File/Capture locks taken by close_fds
   CacheEntry head_;  // sentinel: head_.next is the most recently used
   std::atomic<size_t> open_{0};
+  std::atomic<size_t> fds_{0};  // sum of listed entries' fds
   std::atomic<uint64_t> evictions_{0};
 };
 

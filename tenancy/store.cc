@@ -109,15 +109,40 @@ void File::CloseFd() {
 Database::~Database() { cache_->Forget(cache_entry_); }
 
 void Database::CloseBacking() {
-  std::shared_ptr<File> files[kBackedFileKinds];
+  // No shared_ptr copies here: dropping the last reference to a File could
+  // destroy this Database, whose destructor takes the cache mutex we run under.
   {
     std::lock_guard lock(mu_);
-    for (int k = 0; k < kBackedFileKinds; ++k) files[k] = files_[k];
-  }
-  for (auto& f : files) {
-    if (f) f->CloseFd();
+    for (auto& f : files_) {
+      if (f) f->CloseFd();
+    }
   }
   capture_.CloseFds();
+}
+
+int Database::OpenFds() {
+  int n = capture_.log_fd_open() ? 1 : 0;
+  std::lock_guard lock(mu_);
+  for (auto& f : files_) {
+    if (f && f->fd_if_open() >= 0) ++n;
+  }
+  return n;
+}
+
+Result<int> Database::FdOf(FileKind kind) {
+  std::shared_ptr<File> f;
+  {
+    std::lock_guard lock(mu_);
+    int k = static_cast<int>(kind);
+    if (!files_[k]) {
+      std::string path = BackingPath(kind);
+      struct stat st;
+      if (::stat(path.c_str(), &st) != 0) return Status::FromErrno(errno, "stat " + path);
+      files_[k] = std::make_shared<File>(shared_from_this(), kind, path);
+    }
+    f = files_[k];
+  }
+  return f->Fd();
 }
 
 bool Store::IsOpen(Database& db) { return cache_->IsListed(db.cache_entry()); }
@@ -146,7 +171,8 @@ Store::Store(const Options& options)
       log_dir_(data_dir_ + "/log"),
       executor_(options.executor),
       cache_(std::make_unique<HandleCache>(options.max_open, options.idle_timeout_ms, options.now_ms,
-                                           [](Database& db) { db.CloseBacking(); })) {}
+                                           [](Database& db) { db.CloseBacking(); },
+                                           [](Database& db) { return db.OpenFds(); })) {}
 
 namespace {
 constexpr const char* kCleanMarker = "/CLEAN";

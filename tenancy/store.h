@@ -92,18 +92,23 @@ class Tenant {
   bool removed_ = false;                                            // guarded by mu_
 };
 
-class Database {
+class Database : public std::enable_shared_from_this<Database> {
  public:
   Database(std::shared_ptr<Tenant> tenant, std::string name, std::shared_ptr<SerialQueue> queue,
            Capture::Env capture_env, HandleCache* cache)
       : tenant_(std::move(tenant)),
         name_(std::move(name)),
         queue_(std::move(queue)),
-        capture_(std::move(capture_env)),
+        capture_(BindFds(std::move(capture_env), this)),
         cache_(cache) {
     cache_entry_.db = this;
   }
   ~Database();
+  // Capture reads through the database's own fds (a member: it never outlives us).
+  static Capture::Env BindFds(Capture::Env env, Database* db) {
+    env.fd_of = [db](FileKind kind) { return db->FdOf(kind); };
+    return env;
+  }
   Database(const Database&) = delete;
   Database& operator=(const Database&) = delete;
   Tenant& tenant() const { return *tenant_; }
@@ -116,6 +121,12 @@ class Database {
   CacheEntry& cache_entry() { return cache_entry_; }
   // Closes every backing fd of the database. REQUIRES: nothing of it in flight.
   void CloseBacking();
+  // Backing fds open now (files and log); any thread.
+  int OpenFds();
+  // The backing fd of one of its files, opened if needed, making the File if
+  // the kernel has not looked it up yet (so identities stay one per file).
+  // REQUIRES: the database pinned. NotFound when the file does not exist.
+  Result<int> FdOf(FileKind kind);
 
  private:
   friend class Store;
