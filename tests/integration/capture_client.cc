@@ -9,7 +9,7 @@
 //        set the journal mode (and auto_vacuum=INCREMENTAL / a page size before the
 //        first table), create the tables acks(client, seq) and data(...); prints "ok"
 //   work DB MODE CLIENT SEED TXNS SECONDS [--incremental] [--page-size-changes]
-//        [--sync full|normal] [--no-maintenance]
+//        [--sync full|normal] [--no-maintenance] [--pos-check]
 //        random transactions until TXNS counted commits or SECONDS have passed:
 //          * counted write transactions (BEGIN IMMEDIATE ... COMMIT). Each inserts the
 //            row acks(CLIENT, n) for its number n, so it always changes the database,
@@ -18,14 +18,20 @@
 //            INDEX. After its COMMIT returned SQLITE_OK the client prints
 //            "committed n" (flushed): acknowledged.
 //          * explicit ROLLBACKs of transactions that wrote (sometimes with a tiny page
-//            cache, so pages spill to the database file / WAL before the rollback)
+//            cache, so pages spill to the database file / WAL before the rollback).
+//            "risky" ones (rollback mode, spilling, free-list pages present) may leave
+//            reused free-list pages with new bytes (SQLite does not journal them)
 //          * read-only transactions (BEGIN; SELECTs; COMMIT)
 //          * maintenance, not counted ("maint m"): VACUUM, PRAGMA incremental_vacuum
 //            (with --incremental), `PRAGMA page_size=X; VACUUM` (--page-size-changes,
 //            rollback modes). Each may or may not change bytes.
 //          * checkpoints in WAL mode ("ckpt k"): never a change of the database
 //          * closing and reopening the connection
-//        ends with "done counted=N maint=M ckpt=K rollbacks=R reads=Q reopens=O".
+//        ends with "done counted=N maint=M ckpt=K rollbacks=R reads=Q reopens=O risky=S".
+//        --pos-check (a single client only): reads DB-pos after every operation and
+//        prints "posjump op=KIND txid A -> B (expected ...)" whenever the TXID did not
+//        move by exactly one for a counted commit, by at most one for maintenance, and
+//        not at all for anything else; then "posjumps N" at the end.
 #include <errno.h>
 #include <sqlite3.h>
 #include <unistd.h>
@@ -206,6 +212,8 @@ struct Work {
   std::mt19937_64 rng;
   sqlite3* db = nullptr;
   long long counted = 0, maint = 0, ckpt = 0, rollbacks = 0, reads = 0, reopens = 0;
+  long long risky_rollbacks = 0;
+  bool last_rollback_risky = false;
   int small_cache = 0;
 
   uint64_t R(uint64_t n) { return n ? rng() % n : 0; }
@@ -285,9 +293,15 @@ struct Work {
     fflush(stdout);
   }
 
+  // A rollback-mode transaction that spills pages to the database file before its
+  // ROLLBACK may have written free-list pages it reused: SQLite does not journal their
+  // (meaningless) old content, so the rollback leaves them with new bytes. Such a
+  // rollback changes the file, so it may take a TXID; it is counted as "risky".
   void RolledBack() {
     Exec(db, "BEGIN IMMEDIATE");
-    if (P(50)) Exec(db, "PRAGMA cache_size=4");  // spill pages before the rollback
+    bool tiny = P(50);
+    if (tiny) Exec(db, "PRAGMA cache_size=4");  // spill pages before the rollback
+    bool risky = (tiny || small_cache) && mode != "wal" && Query(db, "PRAGMA freelist_count") != "0";
     int ops = 1 + static_cast<int>(R(4));
     for (int i = 0; i < ops; ++i) RandomWrite();
     if (P(50)) {
@@ -297,6 +311,8 @@ struct Work {
     Exec(db, "ROLLBACK");
     Exec(db, small_cache ? "PRAGMA cache_size=8" : "PRAGMA cache_size=-2000");
     ++rollbacks;
+    if (risky) ++risky_rollbacks;
+    last_rollback_risky = risky;
   }
 
   void ReadOnly() {
@@ -332,38 +348,72 @@ struct Work {
     fflush(stdout);
   }
 
+  // --pos-check (one client only): the TXID in DB-pos after every operation must have
+  // moved by exactly one for a counted commit, by zero or one for maintenance, and not at
+  // all otherwise; a violation is printed as "posjump ..." (and counted).
+  bool pos_check = false;
+  long long pos_jumps = 0;
+  unsigned long long last_txid = 0;
+  unsigned long long ReadTxid() {
+    FILE* f = fopen((path + "-pos").c_str(), "r");
+    if (!f) Fail("open " + path + "-pos: " + strerror(errno));
+    unsigned long long txid = 0, sum = 0;
+    if (fscanf(f, "%16llx/%16llx", &txid, &sum) != 2) Fail("bad " + path + "-pos");
+    fclose(f);
+    return txid;
+  }
+  void CheckPos(const char* op, unsigned long long min_move, unsigned long long max_move) {
+    if (!pos_check) return;
+    unsigned long long now = ReadTxid();
+    if (now < last_txid + min_move || now > last_txid + max_move) {
+      ++pos_jumps;
+      printf("posjump op=%s txid %llu -> %llu (expected +%llu..+%llu)\n", op, last_txid, now, min_move, max_move);
+      fflush(stdout);
+    }
+    last_txid = now;
+  }
+
   int Run() {
     rng.seed(seed * 1000003 + static_cast<uint64_t>(client));
     g_where = "work " + path + " client " + C() + " seed " + std::to_string(seed);
     OpenDb();
+    if (pos_check) last_txid = ReadTxid();
     auto end = std::chrono::steady_clock::now() +
                std::chrono::milliseconds(static_cast<long long>(seconds * 1000));
     while (counted < txns && std::chrono::steady_clock::now() < end) {
       uint64_t r = R(1000);
       if (r < 760) {
         CountedWrite();
+        CheckPos("write", 1, 1);
       } else if (r < 840) {
         RolledBack();
+        CheckPos(last_rollback_risky ? "risky-rollback" : "rollback", 0, last_rollback_risky ? 1 : 0);
       } else if (r < 940) {
         ReadOnly();
+        CheckPos("read", 0, 0);
       } else if (r < 955) {
         if (maintenance) {
           Maintenance();
+          CheckPos("maintenance", 0, 1);
         } else {
           CountedWrite();
+          CheckPos("write", 1, 1);
         }
       } else if (r < 975 && mode == "wal") {
         Checkpoint();
+        CheckPos("checkpoint", 0, 0);
       } else {
         Trace("close");
         Close(db);
         ++reopens;
         OpenDb();
+        CheckPos("reopen", 0, 0);
       }
     }
     Close(db);
-    printf("done counted=%lld maint=%lld ckpt=%lld rollbacks=%lld reads=%lld reopens=%lld\n", counted,
-           maint, ckpt, rollbacks, reads, reopens);
+    printf("done counted=%lld maint=%lld ckpt=%lld rollbacks=%lld reads=%lld reopens=%lld risky=%lld\n",
+           counted, maint, ckpt, rollbacks, reads, reopens, risky_rollbacks);
+    if (pos_check) printf("posjumps %lld\n", pos_jumps);
     fflush(stdout);
     return 0;
   }
@@ -372,7 +422,7 @@ struct Work {
 int CmdWork(std::vector<std::string> a) {
   const char* usage =
       "work DB MODE CLIENT SEED TXNS SECONDS [--incremental] [--page-size-changes] "
-      "[--sync full|normal] [--no-maintenance]";
+      "[--sync full|normal] [--no-maintenance] [--pos-check]";
   Work w;
   std::vector<std::string> pos;
   for (size_t i = 0; i < a.size(); ++i) {
@@ -380,6 +430,8 @@ int CmdWork(std::vector<std::string> a) {
       w.incremental = true;
     } else if (a[i] == "--page-size-changes") {
       w.page_size_changes = true;
+    } else if (a[i] == "--pos-check") {
+      w.pos_check = true;
     } else if (a[i] == "--no-maintenance") {
       w.maintenance = false;
     } else if (a[i] == "--sync" && i + 1 < a.size()) {
