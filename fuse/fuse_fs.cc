@@ -467,6 +467,10 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       return;
     }
     if (n->type != Node::Type::kFile) return (void)fuse_reply_err(req, EISDIR);
+    // A name the kernel still caches for a file tenantfs removed behind its back
+    // (a companion of an unlinked database): ESTALE makes the kernel look the
+    // name up again instead of opening the old file.
+    if (n->file->unlinked()) return (void)fuse_reply_err(req, ESTALE);
     Status s = n->file->Acquire();
     if (!s.ok()) return ReplyStatus(req, s);
     auto* h = new Handle{n->file};
