@@ -9,7 +9,7 @@
 //        set the journal mode (and auto_vacuum=INCREMENTAL / a page size before the
 //        first table), create the tables acks(client, seq) and data(...); prints "ok"
 //   work DB MODE CLIENT SEED TXNS SECONDS [--incremental] [--page-size-changes]
-//        [--sync full|normal] [--no-maintenance] [--pos-check]
+//        [--sync full|normal] [--no-maintenance] [--pos-check] [--default-cache]
 //        random transactions until TXNS counted commits or SECONDS have passed:
 //          * counted write transactions (BEGIN IMMEDIATE ... COMMIT). Each inserts the
 //            row acks(CLIENT, n) for its number n, so it always changes the database,
@@ -32,6 +32,8 @@
 //        prints "posjump op=KIND txid A -> B (expected ...)" whenever the TXID did not
 //        move by exactly one for a counted commit, by at most one for maintenance, and
 //        not at all for anything else; then "posjumps N" at the end.
+//        --default-cache: keep SQLite's default page cache (no spilling transactions),
+//        to look at other behaviour past a known spill problem.
 #include <errno.h>
 #include <sqlite3.h>
 #include <unistd.h>
@@ -207,6 +209,7 @@ struct Work {
   bool incremental = false;
   bool page_size_changes = false;
   bool maintenance = true;
+  bool default_cache = false;  // --default-cache: never shrink the page cache (no spills)
   std::string sync = "full";
 
   std::mt19937_64 rng;
@@ -225,7 +228,7 @@ struct Work {
     db = Open(path);
     SetMode(db, mode);
     Exec(db, "PRAGMA synchronous=" + sync);
-    small_cache = P(30);
+    small_cache = !default_cache && P(30);
     Exec(db, small_cache ? "PRAGMA cache_size=8" : "PRAGMA cache_size=-2000");
     if (P(50)) Exec(db, "PRAGMA journal_size_limit=65536");
   }
@@ -299,7 +302,7 @@ struct Work {
   // rollback changes the file, so it may take a TXID; it is counted as "risky".
   void RolledBack() {
     Exec(db, "BEGIN IMMEDIATE");
-    bool tiny = P(50);
+    bool tiny = !default_cache && P(50);
     if (tiny) Exec(db, "PRAGMA cache_size=4");  // spill pages before the rollback
     bool risky = (tiny || small_cache) && mode != "wal" && Query(db, "PRAGMA freelist_count") != "0";
     int ops = 1 + static_cast<int>(R(4));
@@ -422,7 +425,7 @@ struct Work {
 int CmdWork(std::vector<std::string> a) {
   const char* usage =
       "work DB MODE CLIENT SEED TXNS SECONDS [--incremental] [--page-size-changes] "
-      "[--sync full|normal] [--no-maintenance] [--pos-check]";
+      "[--sync full|normal] [--no-maintenance] [--pos-check] [--default-cache]";
   Work w;
   std::vector<std::string> pos;
   for (size_t i = 0; i < a.size(); ++i) {
@@ -430,6 +433,8 @@ int CmdWork(std::vector<std::string> a) {
       w.incremental = true;
     } else if (a[i] == "--page-size-changes") {
       w.page_size_changes = true;
+    } else if (a[i] == "--default-cache") {
+      w.default_cache = true;
     } else if (a[i] == "--pos-check") {
       w.pos_check = true;
     } else if (a[i] == "--no-maintenance") {
