@@ -6,14 +6,20 @@
 //    (tests/integration/capture_client.cc). Afterwards the log replays to the backing
 //    file byte for byte, replay prints the `-pos` position, the `-pos` checksum equals
 //    the test's own recomputation, the TXID counts exactly the data-changing commits
-//    (plus at most one per VACUUM-like statement), and integrity_check is ok.
+//    (plus at most one per VACUUM-like statement or spilling rollback), integrity ok.
 //  * CapturePos: `-pos` of a missing / empty / new database, TXID per single-row
-//    commit, nothing for rollbacks, read-only or no-op transactions.
-//  * CaptureKill (slow): kill -9 of the daemon at random points of a multi-process
-//    workload, then restart: every acknowledged commit is there, `-pos` matches the
-//    file, the log replays to the file.
+//    commit, nothing for rollbacks, read-only or no-op transactions; a rollback that
+//    leaves reused free-list pages changed moves it exactly when the bytes changed.
+//  * CaptureSpill: a transaction that spills and then rewrites a spilled page (in WAL
+//    mode: frames written with zero salts, fixed after the commit frame) is captured.
+//  * CaptureKill: kill -9 of the daemon at random points of a multi-process workload,
+//    then restart: every acknowledged commit is there, `-pos` matches the file, the
+//    log replays to the file.
 //  * CaptureCorruptLog: a flipped bit, a cut, a rewritten checksum in a copy of a log
-//    make `tenantfs replay` fail (exit 1, one clear line), never succeed with a wrong file.
+//    make `tenantfs replay` fail (exit 1, one clear line), never succeed with a wrong
+//    file; a daemon restarted on a damaged log keeps it (or refuses the database loudly).
+//
+// The whole binary is labelled slow (the workload cases take ~2 minutes each).
 //
 // Every daemon runs with TENANTFS_VERIFY_CHECKSUMS=1 (it recomputes the full checksum
 // after each commit and logs "verify: checksum mismatch" on disagreement); every test
