@@ -10,6 +10,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,6 +22,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -514,6 +516,19 @@ bool IsTenantfsMounted(const std::string& dir) {
   return false;
 }
 
+bool AnswersStatfs(const std::string& dir, std::chrono::milliseconds timeout) {
+  // statfs can block on a wedged daemon: run it on a thread we may abandon (it returns
+  // once the daemon is killed at teardown).
+  auto done = std::make_shared<std::atomic<int>>(-1);
+  std::thread([dir, done] {
+    struct statfs sfs;
+    done->store(statfs(dir.c_str(), &sfs) == 0 ? 1 : 0);
+  }).detach();
+  auto deadline = Clock::now() + timeout;
+  while (done->load() < 0 && Clock::now() < deadline) std::this_thread::sleep_for(2ms);
+  return done->load() == 1;
+}
+
 bool LazyUnmount(const std::string& dir) {
   for (int i = 0; i < 20; ++i) {
     if (MountTypesAt(dir).empty()) return true;
@@ -579,9 +594,20 @@ bool Daemon::Start(const DaemonOptions& options, std::string* why) {
     argv.push_back(options.config_path);
   }
   argv.insert(argv.end(), options.extra_args.begin(), options.extra_args.end());
+  // Ready = a fuse.tenantfs mount at the dir that answers statfs (which always reaches
+  // the daemon; a dead mount answers ENOTCONN). Mount IDs are reused, so a new ID is
+  // only required when a live mount was already there before we started.
   std::vector<int> before = TenantfsMountIds(mount_dir_);
-  auto is_new = [&before](int id) {
-    return std::find(before.begin(), before.end(), id) == before.end();
+  const bool before_live = !before.empty() && AnswersStatfs(mount_dir_, 2s);
+  auto ready = [&]() {
+    std::vector<int> now = TenantfsMountIds(mount_dir_);
+    if (now.empty()) return false;
+    if (before_live) {
+      return std::any_of(now.begin(), now.end(), [&before](int id) {
+        return std::find(before.begin(), before.end(), id) == before.end();
+      });
+    }
+    return AnswersStatfs(mount_dir_, 2s);
   };
   RegisterMount(mount_dir_);
   child_.emplace(Spawn(argv));
@@ -591,8 +617,7 @@ bool Daemon::Start(const DaemonOptions& options, std::string* why) {
   }
   auto deadline = Clock::now() + 10s;
   while (Clock::now() < deadline) {
-    std::vector<int> now = TenantfsMountIds(mount_dir_);
-    if (std::any_of(now.begin(), now.end(), is_new)) return true;
+    if (ready()) return true;
     if (!child_->Running()) {
       Result r = child_->Wait(1s);
       *why = "tenantfs exited before its mount appeared" + r.Describe();

@@ -120,10 +120,11 @@ std::string SqlOk(const std::string& db, const std::string& sql);
 // their fstypes, e.g. {"fuse.tenantfs"}.
 std::vector<std::string> MountTypesAt(const std::string& dir);
 bool IsTenantfsMounted(const std::string& dir);
-// Mount IDs (mountinfo field 1) of the fuse.tenantfs mounts at `dir`. A daemon is ready
-// when one shows up that was not there before it started (a dead mount left by a killed
-// daemon still reads as fuse.tenantfs).
+// Mount IDs (mountinfo field 1) of the fuse.tenantfs mounts at `dir`. A dead mount left
+// by a killed daemon still reads as fuse.tenantfs; IDs are reused after an unmount.
 std::vector<int> TenantfsMountIds(const std::string& dir);
+// statfs(dir) succeeded within `timeout` (a dead FUSE mount fails with ENOTCONN).
+bool AnswersStatfs(const std::string& dir, std::chrono::milliseconds timeout);
 // umount2(MNT_DETACH), then `fusermount3 -u -z`, until no mount is left at `dir` (bounded).
 // Returns true when nothing is mounted there afterwards.
 bool LazyUnmount(const std::string& dir);

@@ -76,10 +76,24 @@ TEST_F(Restart, CleanStopAndStartKeepsEverything) {
   }
 }
 
-// kill -9 of the daemon while 8 writers (2 per journal mode) are committing.
+// kill -9 of the daemon while 8 writers (2 per journal mode) are committing, three times
+// over on the same data dir.
 class DaemonKill : public Restart, public ::testing::WithParamInterface<bool> {};
 
+// Per-writer log row counts of a bank database.
+std::map<int, long long> LogCounts(const std::string& db) {
+  std::map<int, long long> counts;
+  for (const std::string& line :
+       it::SplitLines(it::SqlOk(db, "SELECT writer, count(*) FROM log GROUP BY writer"))) {
+    int w = 0;
+    long long n = 0;
+    if (sscanf(line.c_str(), "%d|%lld", &w, &n) == 2) counts[w] = n;
+  }
+  return counts;
+}
+
 TEST_P(DaemonKill, Kill9UnderWriteLoadThenRestart) {
+  constexpr int kRounds = 3;
   const bool test_cleans_up = GetParam();
   MakeTenant("bank");
   std::vector<std::string> dbs;
@@ -90,74 +104,84 @@ TEST_P(DaemonKill, Kill9UnderWriteLoadThenRestart) {
     ASSERT_TRUE(r.Ok()) << r.Describe();
     dbs.push_back(db);
   }
-  struct Writer {
-    int db_index;
-    int id;
-    it::Child child;
-  };
-  std::vector<Writer> writers;
-  for (int d = 0; d < 4; ++d) {
-    for (int id = 1; id <= 2; ++id) {
-      writers.push_back({d, id,
-                         it::Spawn({it::kSqlClientBin, "bank-write", dbs[d], it::kJournalModes[d],
-                                    std::to_string(id), "1000000", std::to_string(kAccounts),
-                                    "2000"})});
-    }
-  }
-  // Wait until every writer has committed a few transactions.
-  auto deadline = it::Clock::now() + 90s;
-  for (Writer& w : writers) {
-    while (it::LastCommitted(w.child.Stdout()) < 5 && w.child.Running() &&
-           it::Clock::now() < deadline) {
-      std::this_thread::sleep_for(20ms);
-    }
-    ASSERT_GE(it::LastCommitted(w.child.Stdout()), 5)
-        << "writer " << w.id << " on " << dbs[w.db_index] << " is not committing"
-        << w.child.Wait(1s).Describe() << daemon_->Describe();
-  }
-  std::this_thread::sleep_for(500ms);
-
-  it::Result killed = daemon_->Kill9();
-  stopped_on_purpose_ = true;
-  ASSERT_EQ(killed.signal, SIGKILL) << killed.Describe();
-
-  // Clients now fail (ENOTCONN and friends): expected. What each had acknowledged
-  // before that must survive.
+  // Per database: what each writer (of every round so far) must have in the log.
   std::vector<std::map<int, long long>> acked(4), upper(4);
-  for (Writer& w : writers) {
-    it::Result r = w.child.Wait(30s);
-    EXPECT_FALSE(r.Ok()) << "a writer finished 1000000 transactions?" << r.Describe();
-    long long n = std::max(0LL, it::LastCommitted(r.out));
-    acked[w.db_index][w.id] = n;
-    upper[w.db_index][w.id] = n + 1;  // its last COMMIT may have landed unacknowledged
-  }
 
-  // The dead mount is still there until someone removes it.
-  ASSERT_FALSE(it::MountTypesAt(Mnt()).empty()) << "expected the dead mount to remain";
-  if (test_cleans_up) {
-    ASSERT_TRUE(it::LazyUnmount(Mnt())) << "could not remove the dead mount";
-  }
+  for (int round = 1; round <= kRounds; ++round) {
+    SCOPED_TRACE("kill -9 round " + std::to_string(round));
+    struct Writer {
+      int db_index;
+      int id;
+      it::Child child;
+    };
+    std::vector<Writer> writers;
+    for (int d = 0; d < 4; ++d) {
+      for (int id = round * 10 + 1; id <= round * 10 + 2; ++id) {
+        writers.push_back({d, id,
+                           it::Spawn({it::kSqlClientBin, "bank-write", dbs[d],
+                                      it::kJournalModes[d], std::to_string(id), "1000000",
+                                      std::to_string(kAccounts), "2000"})});
+      }
+    }
+    // Wait until every writer has committed a few transactions.
+    auto deadline = it::Clock::now() + 90s;
+    for (Writer& w : writers) {
+      while (it::LastCommitted(w.child.Stdout()) < 5 && w.child.Running() &&
+             it::Clock::now() < deadline) {
+        std::this_thread::sleep_for(20ms);
+      }
+      ASSERT_GE(it::LastCommitted(w.child.Stdout()), 5)
+          << "writer " << w.id << " on " << dbs[w.db_index] << " is not committing"
+          << w.child.Wait(1s).Describe() << daemon_->Describe();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200 * round));
 
-  std::string why;
-  ASSERT_TRUE(RestartDaemon(&why)) << why;
-  EXPECT_EQ(it::Join(it::MountTypesAt(Mnt()), ","), "fuse.tenantfs")
-      << "expected exactly one live tenantfs mount at " << Mnt();
-  if (!test_cleans_up) {
-    std::string log = Lower(daemon_->Log());
-    EXPECT_NE(log.find("stale"), std::string::npos)
-        << "tenantfs did not log that it cleaned a stale mount" << daemon_->Describe();
-    EXPECT_NE(log.find(Lower(Mnt())), std::string::npos)
-        << "the stale-mount log line should name the mount dir" << daemon_->Describe();
-  }
+    it::Result killed = daemon_->Kill9();
+    stopped_on_purpose_ = true;
+    ASSERT_EQ(killed.signal, SIGKILL) << killed.Describe();
 
-  for (int d = 0; d < 4; ++d) {
-    it::ExpectBankIntact(dbs[d], kAccounts, kTotal, acked[d], upper[d],
-                         std::string("after kill -9, ") + it::kJournalModes[d]);
-    // And the database takes new writes.
-    it::Result more = it::SqlClient({"bank-write", dbs[d], it::kJournalModes[d], "9", "20",
-                                     std::to_string(kAccounts), "0"});
-    EXPECT_TRUE(more.Ok()) << "writing after the restart" << more.Describe();
-    EXPECT_EQ(it::SqlOk(dbs[d], "PRAGMA integrity_check"), "ok");
+    // Clients now fail (ENOTCONN and friends): expected. What each had acknowledged
+    // before that must survive.
+    for (Writer& w : writers) {
+      it::Result r = w.child.Wait(30s);
+      EXPECT_FALSE(r.Ok()) << "a writer finished 1000000 transactions?" << r.Describe();
+      long long n = std::max(0LL, it::LastCommitted(r.out));
+      acked[w.db_index][w.id] = n;
+      upper[w.db_index][w.id] = n + 1;  // its last COMMIT may have landed unacknowledged
+    }
+
+    // The dead mount is still there until someone removes it.
+    ASSERT_FALSE(it::MountTypesAt(Mnt()).empty()) << "expected the dead mount to remain";
+    if (test_cleans_up) {
+      ASSERT_TRUE(it::LazyUnmount(Mnt())) << "could not remove the dead mount";
+    }
+
+    std::string why;
+    ASSERT_TRUE(RestartDaemon(&why)) << why;
+    EXPECT_EQ(it::Join(it::MountTypesAt(Mnt()), ","), "fuse.tenantfs")
+        << "expected exactly one live tenantfs mount at " << Mnt();
+    if (!test_cleans_up) {
+      std::string log = Lower(daemon_->Log());
+      EXPECT_NE(log.find("stale"), std::string::npos)
+          << "tenantfs did not log that it cleaned a stale mount" << daemon_->Describe();
+      EXPECT_NE(log.find(Lower(Mnt())), std::string::npos)
+          << "the stale-mount log line should name the mount dir" << daemon_->Describe();
+    }
+
+    for (int d = 0; d < 4; ++d) {
+      it::ExpectBankIntact(dbs[d], kAccounts, kTotal, acked[d], upper[d],
+                           std::string("after kill -9, ") + it::kJournalModes[d]);
+      // From now on each writer's count is what survived.
+      for (auto& [w, n] : LogCounts(dbs[d])) acked[d][w] = upper[d][w] = n;
+      // And the database takes new writes.
+      int id = round * 10 + 9;
+      it::Result more = it::SqlClient({"bank-write", dbs[d], it::kJournalModes[d],
+                                       std::to_string(id), "20", std::to_string(kAccounts), "0"});
+      EXPECT_TRUE(more.Ok()) << "writing after the restart" << more.Describe();
+      acked[d][id] = upper[d][id] = 20;
+      EXPECT_EQ(it::SqlOk(dbs[d], "PRAGMA integrity_check"), "ok");
+    }
+    ASSERT_FALSE(HasFailure());
   }
 }
 
