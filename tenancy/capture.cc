@@ -169,6 +169,7 @@ Status Capture::ReadLogicalPage(uint32_t pgno, char* buf) {
 void Capture::ResetWal() {
   wal_active_ = false;
   wal_next_frame_ = 0;
+  wal_written_end_ = 0;
   wal_pages_.clear();
 }
 
@@ -220,6 +221,7 @@ Status Capture::LoadWal() {
       wal_next_frame_ = i + 1;
     }
   }
+  wal_written_end_ = FrameOffset(wal_next_frame_);
   return Status::Ok();
 }
 
@@ -402,6 +404,19 @@ Status Capture::Commit() {
     return Status::Ok();
   }
   Status s;
+  if (verify_pending_) {
+    // The first commit point after an unclean start resolves a hot journal left
+    // by a client that died: the pre-images read at its first writes were the
+    // half-written pages, not the committed ones, so no incremental change set
+    // can be trusted. Compare the whole database with the log instead.
+    verify_pending_ = false;
+    pre_crc_.clear();
+    page_size_ = header->page_size;
+    pages_ = header->pages;
+    s = VerifyOrRepair("after hot journal");
+    if (s.ok() && synced) s = SyncLog();
+    return s;
+  }
   if (page_size_ != header->page_size) {
     // New database, or VACUUM changed the page size: the whole file is new.
     bool had_pages = page_size_ != 0 && pages_ > 0;
@@ -453,10 +468,6 @@ Status Capture::Commit() {
     }
   }
   if (s.ok() && synced) s = SyncLog();
-  if (s.ok() && verify_pending_) {
-    verify_pending_ = false;
-    s = VerifyOrRepair("after hot journal");
-  }
   if (s.ok() && env_.verify_each_commit) {
     auto actual = ComputeChecksum();
     if (actual.ok() && actual.value() != checksum_) {
@@ -604,6 +615,7 @@ Status Capture::AfterWrite(FileKind kind, off_t offset, std::string_view data) {
         if (ps == 1) ps = 65536;
         wal_pages_.clear();
         wal_next_frame_ = 0;
+        wal_written_end_ = kWalHeader;
         wal_active_ = true;
         wal_salt1_ = Be32(data.data() + 16);
         wal_salt2_ = Be32(data.data() + 20);
@@ -613,16 +625,26 @@ Status Capture::AfterWrite(FileKind kind, off_t offset, std::string_view data) {
     if (wal_active_ && page_size_ != 0) {
       uint64_t end = static_cast<uint64_t>(offset) + data.size();
       uint64_t frame_size = kFrameHeader + page_size_;
-      if (end > kWalHeader && (end - kWalHeader) % frame_size == 0) {
-        uint64_t frame = (end - kWalHeader) / frame_size - 1;
+      wal_written_end_ = std::max(wal_written_end_, end);
+      if (end > kWalHeader) {
+        // The last frame this write touched. It commits once it is whole in the
+        // file and its header carries a commit size and this generation's salts —
+        // which may happen at the page write, or later: a transaction that spills
+        // and then changes a spilled page writes its last frames with zero salts
+        // and fixes their headers afterwards (SQLite's walRewriteChecksums).
+        uint64_t frame = (end - 1 - kWalHeader) / frame_size;
         if (frame >= wal_next_frame_) {
           auto fd = WalFd();
           if (!fd.ok()) return Fail(fd.status());
           char hdr[kFrameHeader];
-          s = PreadFull(fd.value(), hdr, kFrameHeader, FrameOffset(frame), env_.wal_path);
-          if (s.ok() && Be32(hdr + 4) != 0 && Be32(hdr + 8) == wal_salt1_ &&
-              Be32(hdr + 12) == wal_salt2_) {
-            s = CommitWal(frame);
+          // Whole means written in this generation: bytes left from an older one
+          // (a restarted WAL is overwritten in place) do not count.
+          if (wal_written_end_ >= FrameOffset(frame + 1)) {
+            s = PreadFull(fd.value(), hdr, kFrameHeader, FrameOffset(frame), env_.wal_path);
+            if (s.ok() && Be32(hdr + 4) != 0 && Be32(hdr + 8) == wal_salt1_ &&
+                Be32(hdr + 12) == wal_salt2_) {
+              s = CommitWal(frame);
+            }
           }
         }
       }

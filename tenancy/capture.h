@@ -166,6 +166,7 @@ class Capture {
   bool wal_active_ = false;
   uint32_t wal_salt1_ = 0, wal_salt2_ = 0;
   uint64_t wal_next_frame_ = 0;
+  uint64_t wal_written_end_ = 0;  // end of the bytes written in this WAL generation
   std::unordered_map<uint32_t, WalPage> wal_pages_;
 
   mutable std::mutex pos_mu_;  // leaf; guards published_
