@@ -15,6 +15,7 @@
 #include "host/mount_command.h"
 #include "host/replay_command.h"
 #include "metrics/log.h"
+#include "replication/sqlite_transfer.h"
 
 #ifndef TENANTFS_VERSION
 #define TENANTFS_VERSION "0.1.0"
@@ -386,6 +387,8 @@ int Dispatch(int argc, char** argv) {
   if (command == "mount") return MountCommand(args);
   if (command == "version" || command == "--version") return VersionCommand(args);
   if (command == "replay") return ReplayCmd(args);
+  // Not for users: the daemon runs its SQLite work on the mount in this helper.
+  if (command == replication::kTransferCommand) return replication::TransferHelperMain(args);
   if (command == "status" || command == "import" || command == "export") {
     return ClientCommand(command, args);
   }

@@ -27,13 +27,6 @@ tenancy::Result<std::unique_ptr<NodeHttp>> NodeHttp::Listen(const Config& config
   // Static leases only for now: the candidate is the primary.
   o.node.primary = config.lease_type == "static" && config.lease_candidate;
   o.node.primary_url = o.node.primary ? config.advertise_url : config.primary_url;
-  // PLACEHOLDER(fd-LRU): until tenancy::Store::databases_open() and
-  // Store::IsOpen(Database&) land, nothing is reported open. Replace with
-  //   o.node.databases_open = [store] { return store->databases_open(); };
-  //   o.node.is_open = [store](const tenancy::Database& db) { return store->IsOpen(db); };
-  // (set in Start(), where the store is known).
-  o.node.databases_open = [] { return size_t{0}; };
-  o.node.is_open = [](const tenancy::Database&) { return false; };
   const bool primary = o.node.primary;
   auto server = replication::HttpServer::Listen(std::move(o));
   if (!server.ok()) {
@@ -52,8 +45,8 @@ void NodeHttp::Start(tenancy::Store* store) {
     metrics_->SetCollector([store, primary = primary_](metrics::Metrics& m) {
       replication::Counts counts = replication::CountDatabases(*store);
       m.databases().Set(static_cast<double>(counts.databases));
-      m.databases_open().Set(0);  // PLACEHOLDER(fd-LRU): store->databases_open()
-      // PLACEHOLDER(fd-LRU): m.SetEvictionsTotal(store->evictions());
+      m.databases_open().Set(static_cast<double>(store->databases_open()));
+      m.SetEvictionsTotal(store->evictions());
       m.write_queue_depth().Set(static_cast<double>(store->queue_depth()));
       m.retention_bytes().Set(static_cast<double>(store->retention_bytes()));
       m.is_primary().Set(primary ? 1 : 0);

@@ -213,7 +213,7 @@ Counts CountDatabases(tenancy::Store& store) {
 
 std::string InfoJson(const NodeContext& ctx) {
   Counts c = CountDatabases(*ctx.store);
-  uint64_t open = ctx.databases_open ? ctx.databases_open() : 0;
+  uint64_t open = ctx.store->databases_open();
   std::string out = "{\"node\": " + JsonString(ctx.node_id);
   out += ", \"role\": ";
   out += ctx.primary ? "\"primary\"" : "\"replica\"";
@@ -253,7 +253,7 @@ std::string DbsJson(const NodeContext& ctx, const StopFlag& stop) {
       }
       out += ", \"size_bytes\": " + std::to_string(size);
       out += ", \"open\": ";
-      out += ctx.is_open && ctx.is_open(*db.value()) ? "true" : "false";
+      out += store.IsOpen(*db.value()) ? "true" : "false";
       out += ", \"journal_mode\": \"" +
              JournalMode(db.value()->BackingPath(tenancy::FileKind::kMain)) + "\"}";
     }

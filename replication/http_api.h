@@ -8,7 +8,6 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <string>
 #include <string_view>
 
@@ -31,13 +30,13 @@ struct NodeContext {
   metrics::Metrics* metrics = nullptr;  // /metrics
   std::string mount_dir;                // SQLite clients open MOUNT/<tenant>/<db>
   std::string data_dir;                 // temp files live in <data_dir>/tmp
+  // The executable whose main runs kTransferCommand: SQLite work on the mount
+  // happens in a child process (see sqlite_transfer.h for why).
+  std::string helper_exe = "/proc/self/exe";
   std::string node_id;
   std::string token;        // http.token; empty = no authentication
   bool primary = true;      // role
   std::string primary_url;  // the primary's URL; empty = unknown (JSON null)
-  // Backing databases open now, and whether one is; null = 0 / false.
-  std::function<size_t()> databases_open;
-  std::function<bool(const tenancy::Database&)> is_open;
 };
 
 struct Route {

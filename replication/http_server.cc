@@ -17,6 +17,7 @@
 #include <cstring>
 #include <functional>
 #include <future>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -220,6 +221,8 @@ class Session : public std::enable_shared_from_this<Session> {
     if (server_->stopping.load()) return Close();
     header_.emplace();
     header_->header_limit(static_cast<std::uint32_t>(server_->opts.header_limit));
+    // Body sizes are judged per route once the header is in (only import takes one).
+    header_->body_limit(std::numeric_limits<std::uint64_t>::max());
     body_.reset();
     stream_.expires_after(server_->opts.idle_timeout);
     http::async_read_header(stream_, buffer_, *header_,
@@ -323,7 +326,8 @@ class Session : public std::enable_shared_from_this<Session> {
     std::string err;
     auto tmp = MakeTempFile(server->tmp_dir, "export-", &err);
     if (!tmp) return Error(500, err);
-    TransferError te = SnapshotDatabase(ctx.mount_dir + "/" + t + "/" + d, tmp->path, server->abort);
+    TransferError te = RunTransferProcess(ctx.helper_exe, "snapshot", ctx.mount_dir + "/" + t + "/" + d,
+                                          tmp->path, server->abort);
     if (!te.ok()) return Error(te.http_status, te.message);
     Reply r;
     r.file = UniqueFd(::open(tmp->path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -411,7 +415,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (::stat(tenant_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
       return Error(404, "no tenant '" + t + "'");
     }
-    te = ReplaceDatabase(tmp->path, tenant_dir + "/" + d, server->abort);
+    te = RunTransferProcess(ctx.helper_exe, "replace", tmp->path, tenant_dir + "/" + d, server->abort);
     if (!te.ok()) return Error(te.http_status, te.message);
     std::string err;
     std::string pos = PositionJson(ctx, t, d, &err);

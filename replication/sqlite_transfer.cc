@@ -1,14 +1,24 @@
 #include "replication/sqlite_transfer.h"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sqlite3.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
+
+extern char** environ;
 
 namespace replication {
 
@@ -233,6 +243,116 @@ TransferError ReplaceDatabase(const std::string& source, const std::string& dest
   if (rc != SQLITE_OK) return FromSqlite(rc, "close " + dest, ErrMsg(dst.db, rc));
   dst.db = nullptr;
   return {};
+}
+
+// ------------------------------------------------------------------ helper process
+
+namespace {
+
+// The helper's stop flag: set from its SIGTERM handler (a lock-free atomic).
+StopFlag g_helper_stop{false};
+
+void OnHelperTerm(int) { g_helper_stop.store(true); }
+
+}  // namespace
+
+int TransferHelperMain(const std::vector<std::string>& args) {
+  // Nothing of the daemon's but stdin/stdout/stderr: a client socket or a
+  // backing file held here would outlive its use in the daemon.
+  ::syscall(SYS_close_range, 3u, ~0u, 0u);
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() == 1) return 1;  // the daemon is already gone
+  struct sigaction sa {};
+  sa.sa_handler = OnHelperTerm;
+  ::sigaction(SIGTERM, &sa, nullptr);
+  if (args.size() != 3 || (args[0] != "snapshot" && args[0] != "replace")) {
+    std::fprintf(stderr, "usage: tenantfs %s snapshot|replace SOURCE DEST\n", kTransferCommand);
+    return 2;
+  }
+  TransferError e = args[0] == "snapshot" ? SnapshotDatabase(args[1], args[2], g_helper_stop)
+                                          : ReplaceDatabase(args[1], args[2], g_helper_stop);
+  std::string msg = e.ok() ? "ok" : e.message;
+  for (char& c : msg) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  std::printf("%d %s\n", e.http_status, msg.c_str());
+  return std::fflush(stdout) == 0 ? 0 : 1;
+}
+
+TransferError RunTransferProcess(const std::string& helper_exe, const std::string& op,
+                                 const std::string& source, const std::string& dest,
+                                 const StopFlag& stop) {
+  const std::string what = op + " " + source;
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return {500, what + ": pipe: " + std::strerror(errno)};
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  // The daemon blocks its signals (one thread sigwaits) and ignores SIGPIPE;
+  // the helper starts with neither.
+  sigset_t none, defaults;
+  sigemptyset(&none);
+  sigemptyset(&defaults);
+  for (int sig : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&defaults, sig);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  std::vector<std::string> argv_s{"tenantfs", kTransferCommand, op, source, dest};
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  int rc = ::posix_spawn(&pid, helper_exe.c_str(), &fa, &attr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  ::close(fds[1]);
+  if (rc != 0) {
+    ::close(fds[0]);
+    return {500, what + ": cannot start " + helper_exe + ": " + std::strerror(rc)};
+  }
+
+  std::string out;
+  Clock::time_point term_sent{};
+  bool killed = false;
+  while (true) {
+    if (stop.load()) {
+      if (term_sent == Clock::time_point{}) {
+        ::kill(pid, SIGTERM);
+        term_sent = Clock::now();
+      } else if (!killed && Clock::now() - term_sent > 5s) {
+        ::kill(pid, SIGKILL);
+        killed = true;
+      }
+    }
+    pollfd p{fds[0], POLLIN, 0};
+    int n = ::poll(&p, 1, 100);
+    if (n < 0 && errno != EINTR) break;
+    if (n <= 0) continue;
+    char buf[4096];
+    ssize_t got = ::read(fds[0], buf, sizeof buf);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) break;  // EOF: the helper is done
+    if (out.size() < 65536) out.append(buf, static_cast<size_t>(got));
+  }
+  ::close(fds[0]);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (stop.load()) return {503, what + ": the server is shutting down"};
+  int http_status = -1;
+  char msg[4096] = "";
+  if (std::sscanf(out.c_str(), "%d %4095[^\n]", &http_status, msg) >= 1 && http_status >= 0) {
+    if (http_status == 0) return {};
+    return {http_status, msg};
+  }
+  if (WIFSIGNALED(status)) {
+    return {500, what + ": the transfer helper died of signal " + std::to_string(WTERMSIG(status))};
+  }
+  return {500, what + ": the transfer helper failed (exit status " +
+                   std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : -1) + ")"};
 }
 
 }  // namespace replication

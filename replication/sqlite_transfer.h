@@ -5,15 +5,23 @@
 // an import reaches the backing file through the normal write path, where
 // capture records it as one transaction. Nothing here knows the store.
 //
-// REQUIRES: called from a thread that is not a FUSE worker of the same process
-// (the FUSE requests these calls cause must be answered by someone else), with
-// no lock held that a FUSE handler could need. Every call blocks.
+// The daemon never opens a database of its own mount in its own process: it
+// runs SnapshotDatabase / ReplaceDatabase in a helper process
+// (RunTransferProcess). SQLite maps a WAL database's -shm into memory; a page
+// fault on a mapping of our own FUSE mount holds the process's mmap lock while
+// it waits for a FUSE reply, and the FUSE threads that must send that reply
+// need the same lock for their own allocations (so does anything reading
+// /proc/<pid>): the whole daemon hangs. A child has its own address space.
+//
+// REQUIRES (SnapshotDatabase, ReplaceDatabase on a mount path): a process that
+// is not the FUSE daemon of that mount. Every call blocks.
 // Thread safety: the functions are thread-safe; each uses its own connections.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace replication {
 
@@ -50,5 +58,24 @@ TransferError ValidateDatabaseFile(const std::string& path, const StopFlag& stop
 // destination is left as it was.
 TransferError ReplaceDatabase(const std::string& source, const std::string& dest,
                               const StopFlag& stop);
+
+// The hidden command that runs one transfer in a helper process:
+//   <exe> __sqlite-transfer snapshot SOURCE DEST
+//   <exe> __sqlite-transfer replace SOURCE DEST
+inline constexpr const char* kTransferCommand = "__sqlite-transfer";
+
+// Runs `op` ("snapshot" or "replace") in a helper process started from
+// `helper_exe` (e.g. /proc/self/exe, whose main dispatches kTransferCommand to
+// TransferHelperMain). When `stop` is set the helper gets SIGTERM (it rolls
+// back and exits), then SIGKILL. Errors are the helper's, or 500 when it could
+// not run or died.
+TransferError RunTransferProcess(const std::string& helper_exe, const std::string& op,
+                                 const std::string& source, const std::string& dest,
+                                 const StopFlag& stop);
+
+// The helper's main (`args` follow the command name): runs the transfer and
+// prints "<http status, 0 = ok> <message>" on stdout. Returns the exit status:
+// 0 when it reported a result, 2 for bad arguments. Dies with its parent.
+int TransferHelperMain(const std::vector<std::string>& args);
 
 }  // namespace replication
