@@ -355,12 +355,16 @@ TEST_F(HttpTest, ImportThenExportRoundTripKeepsTheData) {
     std::string source = MakeSourceDb("source-" + mode + ".db", 3000, mode);
     std::string want = Digest(source);
     for (const std::string& target : {std::string("acme/app.db"), "beta/fresh-" + mode + ".db"}) {
+      std::string before = it::Trim(it::ReadFile(Mnt(target + "-pos")));  // "" when new
+      uint64_t txid_before = before.empty() ? 0 : std::stoull(before.substr(0, 16), nullptr, 16);
       HttpReply r = Http(port(), "PUT", "/v1/dbs/" + target + "/import", kToken, it::ReadFile(source));
       ASSERT_EQ(r.status, 200) << target << Describe(r);
-      // The answer carries the new position, the same the -pos file shows.
+      // The answer carries the new position, the same the -pos file shows; the
+      // import is one transaction.
       std::string pos = it::Trim(it::ReadFile(Mnt(target + "-pos")));
       ASSERT_EQ(pos.size(), 33u) << pos;
       uint64_t txid = std::stoull(pos.substr(0, 16), nullptr, 16);
+      EXPECT_EQ(txid, txid_before + 1) << target << ": before " << before << ", after " << pos;
       EXPECT_NE(r.body.find("\"txid\": " + std::to_string(txid) + ","), std::string::npos)
           << pos << Describe(r);
       EXPECT_NE(r.body.find("\"checksum\": \"" + pos.substr(17) + "\""), std::string::npos)
