@@ -104,12 +104,13 @@ struct Options {
   bool keep = false;
   int threads = 16;
   int dbs = 100;
+  int p6_mib = 2048;  // size of the large database of the P6 row
 };
 
 void Usage(std::ostream& os) {
   os << "usage: tenantfs_bench [--quick] [--seconds S] [--rounds N] [--dir DIR]\n"
         "                      [--tenantfs PATH] [--json FILE] [--node [--node-script PATH]]\n"
-        "                      [--threads N] [--dbs N] [--native-only] [--keep]\n"
+        "                      [--threads N] [--dbs N] [--p6-mib N] [--native-only] [--keep]\n"
         "  --quick         1 s per side, one round (CI smoke)\n"
         "  --seconds S     time budget per workload and side (default 3)\n"
         "  --rounds N      split each budget over N alternating rounds (default 2)\n"
@@ -118,6 +119,7 @@ void Usage(std::ostream& os) {
         ")\n"
         "  --json FILE     also write the results as JSON\n"
         "  --node          also run bench/node_bench.mjs (better-sqlite3, TARGETS P4)\n"
+        "  --p6-mib N      size of the large database for P6 (default 2048; --quick: 16)\n"
         "  --native-only   no daemon: native column only (for developing the bench)\n"
         "  --keep          keep the temp dirs\n";
 }
@@ -126,6 +128,7 @@ Options ParseOptions(int argc, char** argv) {
   Options o;
   bool quick = false;
   bool rounds_set = false;
+  bool p6_set = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -165,6 +168,9 @@ Options ParseOptions(int argc, char** argv) {
       o.threads = static_cast<int>(number(value()));
     } else if (a == "--dbs") {
       o.dbs = static_cast<int>(number(value()));
+    } else if (a == "--p6-mib") {
+      o.p6_mib = static_cast<int>(number(value()));
+      p6_set = true;
     } else if (a == "--native-only") {
       o.native_only = true;
     } else if (a == "--keep") {
@@ -181,6 +187,7 @@ Options ParseOptions(int argc, char** argv) {
   if (quick) {
     o.seconds = 1.0;
     if (!rounds_set) o.rounds = 1;
+    if (!p6_set) o.p6_mib = 16;
   }
   if (o.rounds < 1) o.rounds = 1;
   return o;
@@ -394,6 +401,20 @@ std::string ReadDbPath(const std::string& root, int i) {
 // Commits 1-row INSERTs (each its own transaction, one prepared statement) on each of
 // `paths` from its own thread for `budget` seconds, all threads released together.
 // Returns one measurement per path, over the common window.
+// Grows a WAL database to about `mib` MiB in 16 MiB transactions (zero blobs: the
+// size is the point, not the content), then checkpoints and closes it.
+void FillDb(const std::string& path, int mib) {
+  Db db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX);
+  SetJournal(db, "WAL", "NORMAL");
+  db.Exec("CREATE TABLE IF NOT EXISTS filler(v BLOB)");
+  for (int done = 0; done < mib && !Stopping(); done += 16) {
+    db.Exec("BEGIN");
+    for (int i = 0; i < 16; ++i) db.Exec("INSERT INTO filler VALUES(zeroblob(1048576 - 64))");
+    db.Exec("COMMIT");
+    db.Exec("PRAGMA wal_checkpoint(TRUNCATE)");
+  }
+}
+
 std::vector<Measurement> WriteTxs(const std::vector<std::string>& paths, const std::string& journal,
                                   const std::string& sync, double budget) {
   const int n = static_cast<int>(paths.size());
@@ -1083,6 +1104,47 @@ int Main(int argc, char** argv) {
       sc.native = scaling(0);
       if (two) sc.tenantfs = scaling(1);
       rows.push_back(sc);
+    }
+
+    // P6: the commit cost of a small transaction must not grow with the database:
+    // 1-row write tx/s on a 1 MiB database and on a large one (--p6-mib).
+    {
+      for (const Side& s : sides) {
+        std::cerr << "bench: P6: filling a " << o.p6_mib << " MiB database (" << s.name << ")"
+                  << std::endl;
+        auto t0 = Clock::now();
+        FillDb(s.root + "/bench/p6_small.db", 1);
+        FillDb(s.root + "/bench/p6_big.db", o.p6_mib);
+        std::cerr << "bench: P6: filled in " << SecondsSince(t0) << " s" << std::endl;
+      }
+      auto res = Alternate(sides, o, "P6 commit cost vs database size",
+                           [&](const Side& s, double budget) {
+                             std::string d = s.root + "/bench/";
+                             auto small = WriteTxs({d + "p6_small.db"}, "WAL", "NORMAL", budget);
+                             auto big = WriteTxs({d + "p6_big.db"}, "WAL", "NORMAL", budget);
+                             return std::vector<Measurement>{std::move(small[0]),
+                                                             std::move(big[0])};
+                           });
+      std::string big_name = std::to_string(o.p6_mib) + " MiB";
+      Row rs{"1-row write tx/s, 1 MiB DB, WAL + NORMAL"};
+      rs.unit = "tx/s";
+      col(res, 0, rate, rs);
+      Row rl{"1-row write tx/s, " + big_name + " DB, WAL + NORMAL"};
+      rl.unit = "tx/s";
+      col(res, 1, rate, rl);
+      Row cost{"commit cost, " + big_name + " DB / 1 MiB DB (P6)"};
+      cost.unit = "x";
+      cost.target = "≤ 1.20× (tenantfs column)";
+      cost.better = Better::kLower;
+      cost.threshold = 1.2;
+      cost.judge_tenantfs_value = true;
+      auto ratio = [&](size_t s) {
+        double big = res[s][1].Rate();
+        return big > 0 ? res[s][0].Rate() / big : 0.0;
+      };
+      cost.native = ratio(0);
+      if (two) cost.tenantfs = ratio(1);
+      rows.push_back(cost);
     }
 
     // P4: Node better-sqlite3, open per request (bench/node_bench.mjs).
