@@ -8,12 +8,14 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
 
 #include "fuse/errno.h"
+#include "metrics/metrics.h"
 #include "metrics/log.h"
 
 namespace fuse {
@@ -142,21 +144,34 @@ FuseServer::Impl* Ctx(fuse_req_t req) {
 
 void ReplyStatus(fuse_req_t req, const Status& s) { fuse_reply_err(req, ToErrno(s)); }
 
+using Op = metrics::FuseOp;
+
 // Runs fn, answering EIO if it throws: no exception escapes into libfuse.
 template <typename Fn>
-void Guard(fuse_req_t req, const char* op, Fn&& fn) {
+void GuardUntimed(fuse_req_t req, Op op, Fn&& fn) {
   try {
     fn();
   } catch (const std::exception& e) {
-    LOG_ERROR("fuse handler threw", {{"op", op}, {"error", e.what()}});
+    LOG_ERROR("fuse handler threw", {{"op", metrics::FuseOpName(op)}, {"error", e.what()}});
     fuse_reply_err(req, EIO);
   } catch (...) {
-    LOG_ERROR("fuse handler threw", {{"op", op}});
+    LOG_ERROR("fuse handler threw", {{"op", metrics::FuseOpName(op)}});
     fuse_reply_err(req, EIO);
   }
 }
 
-// A -pos file: read-only, fixed size, times of its tenant directory.
+// GuardUntimed, and counts and times the request (tenantfs_fuse_request_*{op}):
+// the handler's own time — for a queued write, until it is queued or done.
+template <typename Fn>
+void Guard(fuse_req_t req, Op op, Fn&& fn) {
+  auto started = std::chrono::steady_clock::now();
+  metrics::Metrics* m = Ctx(req)->options.metrics;  // req is gone once answered
+  GuardUntimed(req, op, std::forward<Fn>(fn));
+  if (m != nullptr) {
+    m->ObserveFuse(op, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  }
+}
+
 Result<struct stat> StatPos(FuseServer::Impl* c, Node* n) {
   auto st = c->store->StatTenant(*n->tenant);
   if (!st.ok()) return st;
@@ -222,7 +237,7 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
 }
 
 void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  Guard(req, "lookup", [&] {
+  Guard(req, Op::kLookup, [&] {
     auto* c = Ctx(req);
     Node* p = c->NodeOf(parent);
     switch (p->type) {
@@ -285,7 +300,7 @@ void OpForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
 }
 
 void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  Guard(req, "getattr", [&] {
+  Guard(req, Op::kGetattr, [&] {
     auto* c = Ctx(req);
     auto st = StatNode(c, c->NodeOf(ino));
     if (!st.ok()) return ReplyStatus(req, st.status());
@@ -295,7 +310,7 @@ void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
                fuse_file_info* fi) {
-  Guard(req, "setattr", [&] {
+  Guard(req, Op::kSetattr, [&] {
     auto* c = Ctx(req);
     Node* n = c->NodeOf(ino);
     if (n->type == Node::Type::kPos) return (void)fuse_reply_err(req, EPERM);
@@ -335,7 +350,7 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
     Status acq = file->Acquire();
     if (!acq.ok()) return ReplyStatus(req, acq);
     c->store->Truncate(file, attr->st_size, [req, c, n, file](Status ts) {
-      Guard(req, "setattr", [&] {
+      GuardUntimed(req, Op::kSetattr, [&] {
         if (!ts.ok()) {
           file->Release();
           return ReplyStatus(req, ts);
@@ -350,7 +365,7 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
 }
 
 void OpMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
-  Guard(req, "mkdir", [&] {
+  Guard(req, Op::kMkdir, [&] {
     auto* c = Ctx(req);
     Node* p = c->NodeOf(parent);
     if (p->type != Node::Type::kRoot) {
@@ -366,7 +381,7 @@ void OpMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
 }
 
 void OpRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  Guard(req, "rmdir", [&] {
+  Guard(req, Op::kRmdir, [&] {
     auto* c = Ctx(req);
     Node* p = c->NodeOf(parent);
     if (p->type == Node::Type::kTenant) {
@@ -379,7 +394,7 @@ void OpRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
 }
 
 void OpUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  Guard(req, "unlink", [&] {
+  Guard(req, Op::kUnlink, [&] {
     auto* c = Ctx(req);
     Node* p = c->NodeOf(parent);
     if (p->type == Node::Type::kRoot) {
@@ -409,7 +424,7 @@ void OpUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
 
 void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
               fuse_file_info* fi) {
-  Guard(req, "create", [&] {
+  Guard(req, Op::kCreate, [&] {
     auto* c = Ctx(req);
     Node* p = c->NodeOf(parent);
     if (p->type != Node::Type::kTenant) {
@@ -421,7 +436,7 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     std::shared_ptr<Tenant> tenant = p->tenant;
     c->store->CreateFile(tenant, name, mode, exclusive,
                          [req, c, tenant, info](Result<std::shared_ptr<File>> f) mutable {
-      Guard(req, "create", [&] {
+      GuardUntimed(req, Op::kCreate, [&] {
         if (!f.ok()) return ReplyStatus(req, f.status());
         std::shared_ptr<File> file = std::move(f.value());
         Status acq = file->Acquire();
@@ -454,7 +469,7 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
 }
 
 void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  Guard(req, "open", [&] {
+  Guard(req, Op::kOpen, [&] {
     auto* c = Ctx(req);
     Node* n = c->NodeOf(ino);
     if (n->type == Node::Type::kPos) {
@@ -492,7 +507,7 @@ void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
-  Guard(req, "read", [&] {
+  Guard(req, Op::kRead, [&] {
     auto* c = Ctx(req);
     auto* h = reinterpret_cast<Handle*>(fi->fh);
     if (h == nullptr) {  // -pos
@@ -515,7 +530,7 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
 
 void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off,
              fuse_file_info* fi) {
-  Guard(req, "write", [&] {
+  Guard(req, Op::kWrite, [&] {
     auto* c = Ctx(req);
     auto* h = reinterpret_cast<Handle*>(fi->fh);
     // The payload belongs to this worker's receive buffer: copy before queueing.
@@ -527,7 +542,7 @@ void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_
 }
 
 void OpFsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
-  Guard(req, "fsync", [&] {
+  Guard(req, Op::kFsync, [&] {
     auto* c = Ctx(req);
     auto* h = reinterpret_cast<Handle*>(fi->fh);
     c->store->Fsync(h->file, datasync != 0, [req](Status s) { ReplyStatus(req, s); });
@@ -536,7 +551,7 @@ void OpFsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
 
 void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
                  fuse_file_info* fi) {
-  Guard(req, "fallocate", [&] {
+  Guard(req, Op::kOther, [&] {
     auto* c = Ctx(req);
     auto* h = reinterpret_cast<Handle*>(fi->fh);
     c->store->Fallocate(h->file, mode, offset, length, [req](Status s) { ReplyStatus(req, s); });
@@ -544,7 +559,7 @@ void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t l
 }
 
 void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  Guard(req, "opendir", [&] {
+  Guard(req, Op::kOther, [&] {
     auto* c = Ctx(req);
     Node* n = c->NodeOf(ino);
     auto* d = new DirHandle;
@@ -582,7 +597,7 @@ void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
-  Guard(req, "readdir", [&] {
+  Guard(req, Op::kReaddir, [&] {
     auto* d = reinterpret_cast<DirHandle*>(fi->fh);
     std::vector<char> buf(size);
     size_t used = 0;
@@ -607,7 +622,7 @@ void OpReleasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 void OpFsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
-  Guard(req, "fsyncdir", [&] {
+  Guard(req, Op::kOther, [&] {
     auto* c = Ctx(req);
     Node* n = c->NodeOf(ino);
     if (n->type != Node::Type::kTenant) return (void)fuse_reply_err(req, 0);

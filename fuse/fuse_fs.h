@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "metrics/metrics.h"
 #include "tenancy/executor.h"
 #include "tenancy/status.h"
 #include "tenancy/store.h"
@@ -24,6 +25,7 @@ class FuseServer {
     std::string mount_dir;
     bool allow_other = false;
     int max_threads = 16;  // libfuse workers
+    metrics::Metrics* metrics = nullptr;  // request counts and durations (optional)
   };
 
   // Mounts. REQUIRES: store and executor outlive the server.

@@ -153,6 +153,7 @@ int RunMount(const Config& config) {
   const char* verify = std::getenv("TENANTFS_VERIFY_CHECKSUMS");
   sopts.verify_each_commit = verify != nullptr && std::string(verify) == "1";
   sopts.max_open = static_cast<size_t>(config.max_open);
+  sopts.metrics = &node_metrics;
   sopts.idle_timeout_ms = config.idle_timeout.count();
   auto store = tenancy::Store::Open(sopts);
   if (!store.ok()) return Fail(1, "open store: " + store.status().ToString());
@@ -164,6 +165,7 @@ int RunMount(const Config& config) {
   fuse::FuseServer::Options fopts;
   fopts.mount_dir = config.fuse_dir;
   fopts.allow_other = config.allow_other;
+  fopts.metrics = &node_metrics;
   auto server = fuse::FuseServer::Mount(store.value().get(), executor.get(), fopts);
   if (!server.ok()) return Fail(1, server.status().ToString());
   node_http->Start(store.value().get());  // HTTP: serve once the mount is up

@@ -29,6 +29,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -36,6 +37,7 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "metrics/metrics.h"
 #include "tenancy/changelog.h"
 #include "tenancy/names.h"
 #include "tenancy/status.h"
@@ -64,6 +66,7 @@ class Capture {
     bool unclean_start = false;       // last shutdown was not clean: verify on load
     std::function<int64_t()> now_ms;  // injected clock
     CaptureStats* stats = nullptr;    // may be null
+    metrics::Metrics* metrics = nullptr;  // commit durations; may be null
     // The database's backing fd for a file (main or WAL), opened if needed;
     // NotFound when the file does not exist.
     std::function<Result<int>(FileKind)> fd_of;
@@ -130,6 +133,7 @@ class Capture {
   void ResetWal();
   Status Fail(Status s);
   Status SyncLog();
+  void RecordCommitTime(std::chrono::steady_clock::time_point started);
   void Publish();
 
   Result<int> MainFd();

@@ -319,6 +319,7 @@ Result<std::shared_ptr<Database>> Store::LookupDatabase(const std::shared_ptr<Te
   env.unclean_start = unclean_start_;
   env.now_ms = options_.now_ms;
   env.stats = &stats_;
+  env.metrics = options_.metrics;
   auto db = std::make_shared<Database>(tenant, db_name, SerialQueue::Create(executor_),
                                        std::move(env), cache_.get());
   {

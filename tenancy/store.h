@@ -25,6 +25,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "metrics/metrics.h"
 #include "tenancy/capture.h"
 #include "tenancy/executor.h"
 #include "tenancy/handle_cache.h"
@@ -149,7 +150,8 @@ class Store {
     bool verify_each_commit = false;  // recompute full checksums after commits (tests)
     ChangeLog::Options log_options;
     std::function<int64_t()> now_ms;  // default: the system clock
-    size_t max_open = 256;             // handles.max-open: databases with open backing fds
+    metrics::Metrics* metrics = nullptr;  // commit durations (optional)
+    size_t max_open = 256;             // handles.max-open: backing fds
     int64_t idle_timeout_ms = 60000;   // handles.idle-timeout
   };
   using Done = std::function<void(Status)>;
