@@ -171,6 +171,8 @@ class Capture {
   uint32_t wal_salt1_ = 0, wal_salt2_ = 0;
   uint64_t wal_next_frame_ = 0;
   uint64_t wal_written_end_ = 0;  // end of the bytes written in this WAL generation
+  bool wal_big_endian_ = false;   // checksum byte order (the WAL magic's low bit)
+  uint32_t wal_cks_[2] = {0, 0};  // checksum chain after the last committed frame
   std::unordered_map<uint32_t, WalPage> wal_pages_;
 
   mutable std::mutex pos_mu_;  // leaf; guards published_

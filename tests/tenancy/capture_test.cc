@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -233,6 +234,16 @@ class WalWriter {
  public:
   WalWriter(CaptureTest* t, std::shared_ptr<File> wal, uint32_t salt1)
       : t_(t), wal_(std::move(wal)), salt1_(salt1) {}
+  // SQLite's WAL checksum (native byte order: magic 0x377f0682 on little-endian).
+  static void Cksum(const std::string& d, size_t n, uint32_t s[2]) {
+    for (size_t i = 0; i + 8 <= n; i += 8) {
+      uint32_t a, b;
+      std::memcpy(&a, d.data() + i, 4);
+      std::memcpy(&b, d.data() + i + 4, 4);
+      s[0] += a + s[1];
+      s[1] += b + s[0];
+    }
+  }
   void Header() {
     std::string h(32, '\0');
     PutBe32(h, 0, 0x377f0682);
@@ -240,8 +251,13 @@ class WalWriter {
     PutBe32(h, 8, kPs);
     PutBe32(h, 16, salt1_);
     PutBe32(h, 20, salt1_ ^ 0x5a5a5a5a);
+    uint32_t c[2] = {0, 0};
+    Cksum(h, 24, c);
+    PutBe32(h, 24, c[0]);
+    PutBe32(h, 28, c[1]);
     Write(0, h);
     next_ = 0;
+    chain_ = {{c[0], c[1]}};
   }
   void Append(const Frame& f) {
     std::string h(24, '\0');
@@ -249,6 +265,13 @@ class WalWriter {
     PutBe32(h, 4, f.commit_pages);
     PutBe32(h, 8, salt1_);
     PutBe32(h, 12, salt1_ ^ 0x5a5a5a5a);
+    uint32_t c[2] = {chain_[next_][0], chain_[next_][1]};
+    Cksum(h, 8, c);
+    Cksum(f.page, f.page.size(), c);
+    PutBe32(h, 16, c[0]);
+    PutBe32(h, 20, c[1]);
+    chain_.resize(next_ + 1);
+    chain_.push_back({c[0], c[1]});
     off_t off = 32 + static_cast<off_t>(next_) * (24 + kPs);
     Write(off, h);  // SQLite writes the frame header and the page separately
     Write(off + 24, f.page);
@@ -262,6 +285,7 @@ class WalWriter {
   std::shared_ptr<File> wal_;
   uint32_t salt1_;
   uint64_t next_ = 0;
+  std::vector<std::array<uint32_t, 2>> chain_;  // checksum chain before each frame
   friend class CaptureTest;
 };
 
@@ -315,6 +339,26 @@ TEST_F(WalCaptureTest, CommitFramesAreTransactionsAndCheckpointsAreNot) {
   EXPECT_EQ(replayed.checksum, Pos("app.db").checksum);
   std::string expect = HeaderPage(2, 2) + std::string(kPs, 'd');
   EXPECT_EQ(bytes, expect);
+  EXPECT_EQ(store_->stats().verify_failures.load(), 0u);
+}
+
+TEST_F(WalCaptureTest, CommitHeaderOverStaleFrameWaitsForItsPage) {
+  auto db = Create("app.db");
+  auto walf = Create("app.db-wal");
+  WalWriter wal(this, walf, 0x4242);
+  wal.Header();
+  wal.Append({1, 1, HeaderPage(1, 1)});
+  EXPECT_EQ(Pos("app.db").txid, 1u);
+  // A transaction that spilled frame 1 and was rolled back: its bytes stay.
+  wal.Append({2, 0, std::string(kPs, 'X')});
+  wal.Rewind(1);
+  // The next transaction commits at frame 1, header first over the stale page:
+  // the header alone must not be taken for the commit.
+  wal.Append({2, 2, std::string(kPs, 'n')});
+  EXPECT_EQ(Pos("app.db").txid, 2u);
+  Position replayed;
+  std::string bytes = Replay("app.db", &replayed);
+  EXPECT_EQ(bytes, HeaderPage(1, 1) + std::string(kPs, 'n'));
   EXPECT_EQ(store_->stats().verify_failures.load(), 0u);
 }
 
