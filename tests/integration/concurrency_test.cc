@@ -44,16 +44,16 @@ TEST_P(Bank, WritersAndReadersInSeparateProcesses) {
   const std::string mode = GetParam().mode;
   MakeTenant("bank");
   const std::string db = Root("bank/ledger.db");
-  it::Result init = it::SqlClient({"bank-init", db, mode, std::to_string(kAccounts),
-                                   std::to_string(kInitial)});
+  it::Result init =
+      it::SqlClient({"bank-init", db, mode, std::to_string(kAccounts), std::to_string(kInitial)});
   ASSERT_TRUE(init.Ok()) << init.Describe();
 
   const std::string stop = scratch_->WorkPath("stop-readers");
   std::vector<it::Child> readers, writers;
   for (int r = 0; r < kReaders; ++r) {
-    readers.push_back(it::Spawn({it::kSqlClientBin, "bank-read", db, mode,
-                                 std::to_string(kAccounts), std::to_string(kTotal), stop,
-                                 "1000000"}));
+    readers.push_back(
+        it::Spawn({it::kSqlClientBin, "bank-read", db, mode, std::to_string(kAccounts),
+                   std::to_string(kTotal), stop, "1000000"}));
   }
   for (int w = 1; w <= kWriters; ++w) {
     writers.push_back(it::Spawn({it::kSqlClientBin, "bank-write", db, mode, std::to_string(w),
@@ -70,7 +70,8 @@ TEST_P(Bank, WritersAndReadersInSeparateProcesses) {
   it::WriteFile(stop, "stop\n");
   for (int r = 0; r < kReaders; ++r) {
     it::Result res = readers[r].Wait(60s);
-    EXPECT_TRUE(res.Ok()) << "reader " << r << " saw a broken invariant or failed" << res.Describe();
+    EXPECT_TRUE(res.Ok()) << "reader " << r << " saw a broken invariant or failed"
+                          << res.Describe();
     EXPECT_NE(res.out.find("reads "), std::string::npos) << res.Describe();
   }
   it::ExpectBankIntact(db, kAccounts, kTotal, committed, mode);
@@ -99,24 +100,26 @@ TEST_P(Shell, ConcurrentShellWriters) {
   const std::string mode = GetParam().mode;
   MakeTenant("shop");
   const std::string db = Root("shop/orders.db");
-  it::Result init = RunShell(db,
-                             ".timeout 10000\n"
-                             "PRAGMA journal_mode=" + mode + ";\n"
-                             "CREATE TABLE accounts(id INTEGER PRIMARY KEY, balance INTEGER NOT NULL);\n"
-                             "CREATE TABLE log(id INTEGER PRIMARY KEY, writer INTEGER NOT NULL,"
-                             " seq INTEGER NOT NULL, amount INTEGER NOT NULL, pad BLOB);\n"
-                             "WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i < " +
-                                 std::to_string(kAccounts - 1) +
-                                 ") INSERT INTO accounts SELECT i, " + std::to_string(kInitial) +
-                                 " FROM c;\n",
-                             "init");
+  it::Result init =
+      RunShell(db,
+               ".timeout 10000\n"
+               "PRAGMA journal_mode=" +
+                   mode +
+                   ";\n"
+                   "CREATE TABLE accounts(id INTEGER PRIMARY KEY, balance INTEGER NOT NULL);\n"
+                   "CREATE TABLE log(id INTEGER PRIMARY KEY, writer INTEGER NOT NULL,"
+                   " seq INTEGER NOT NULL, amount INTEGER NOT NULL, pad BLOB);\n"
+                   "WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i < " +
+                   std::to_string(kAccounts - 1) + ") INSERT INTO accounts SELECT i, " +
+                   std::to_string(kInitial) + " FROM c;\n",
+               "init");
   ASSERT_TRUE(init.Ok()) << init.Describe();
   ASSERT_EQ(it::Trim(init.out), mode) << "PRAGMA journal_mode did not take" << init.Describe();
 
   std::vector<it::Child> shells;
   for (int s = 1; s <= kShells; ++s) {
-    std::string script = ".timeout 10000\nPRAGMA journal_mode=" + mode +
-                         ";\nPRAGMA synchronous=FULL;\n";
+    std::string script =
+        ".timeout 10000\nPRAGMA journal_mode=" + mode + ";\nPRAGMA synchronous=FULL;\n";
     for (int i = 1; i <= kTxns; ++i) {
       int from = (s * 31 + i * 7) % kAccounts, to = (from + 1 + i % (kAccounts - 1)) % kAccounts;
       int amount = 1 + (s * i) % 97;

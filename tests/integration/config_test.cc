@@ -14,7 +14,7 @@ using namespace std::chrono_literals;
 
 struct BadConfig {
   const char* name;
-  std::string yaml;  // "@M@" is replaced with the scratch mount dir
+  std::string yaml;       // "@M@" is replaced with the scratch mount dir
   std::string must_name;  // the key (or thing) the one-line message must name
   bool pass_dirs = true;  // pass --mount-dir/--data-dir (else only the config's dirs count)
 };
@@ -97,15 +97,15 @@ TEST_F(ConfigTest, DataDirFlagInsideMountDirIsRefused) {
 }
 
 TEST_F(ConfigTest, UnknownFlagIsAUsageError) {
-  it::Result r = Mount({"--mount-dir", scratch_->mnt(), "--data-dir", scratch_->data(),
-                        "--no-such-flag"});
+  it::Result r =
+      Mount({"--mount-dir", scratch_->mnt(), "--data-dir", scratch_->data(), "--no-such-flag"});
   ExpectRefused(r, "--no-such-flag", "unknown flag");
 }
 
 TEST_F(ConfigTest, MissingConfigFileIsRefused) {
   std::string path = scratch_->WorkPath("does-not-exist.yaml");
-  it::Result r = Mount({"--config", path, "--mount-dir", scratch_->mnt(), "--data-dir",
-                        scratch_->data()});
+  it::Result r =
+      Mount({"--config", path, "--mount-dir", scratch_->mnt(), "--data-dir", scratch_->data()});
   ExpectRefused(r, path, "missing config file");
 }
 

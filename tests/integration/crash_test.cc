@@ -15,8 +15,8 @@ using namespace std::chrono_literals;
 
 struct CrashCase {
   std::string mode;
-  bool holder;   // another process keeps the database open across the crash
-  bool native;   // baseline on a plain directory
+  bool holder;  // another process keeps the database open across the crash
+  bool native;  // baseline on a plain directory
 };
 
 class ClientCrash : public it::MountTest, public ::testing::WithParamInterface<CrashCase> {
@@ -36,16 +36,16 @@ TEST_P(ClientCrash, NextOpenerSeesOnlyCommittedRows) {
   const std::string db = Root("acme/app.db");
 
   // Two committed transactions: 300 rows, then 100 more.
-  it::Result init = it::SqlClient(
-      {"exec", "--mode", c.mode, db,
-       "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);"
-       "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 300)"
-       " INSERT INTO t(v) SELECT randomblob(1000 + i) FROM c;"});
+  it::Result init =
+      it::SqlClient({"exec", "--mode", c.mode, db,
+                     "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);"
+                     "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 300)"
+                     " INSERT INTO t(v) SELECT randomblob(1000 + i) FROM c;"});
   ASSERT_TRUE(init.Ok()) << init.Describe();
-  it::Result more = it::SqlClient(
-      {"exec", "--mode", c.mode, db,
-       "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 100)"
-       " INSERT INTO t(v) SELECT randomblob(500) FROM c;"});
+  it::Result more =
+      it::SqlClient({"exec", "--mode", c.mode, db,
+                     "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 100)"
+                     " INSERT INTO t(v) SELECT randomblob(500) FROM c;"});
   ASSERT_TRUE(more.Ok()) << more.Describe();
   const std::string committed = Digest(db);
   ASSERT_EQ(committed.rfind("rows 400 ", 0), 0u) << committed;

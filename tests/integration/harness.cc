@@ -38,8 +38,8 @@ namespace {
 // use it to clean up when the test cannot (hang, crash, ctest killing us politely).
 struct Registry {
   std::mutex mu;
-  std::set<pid_t> pids;           // GUARDED_BY(mu)
-  std::set<std::string> mounts;   // GUARDED_BY(mu)
+  std::set<pid_t> pids;          // GUARDED_BY(mu)
+  std::set<std::string> mounts;  // GUARDED_BY(mu)
 };
 Registry& Reg() {
   static Registry* r = new Registry;
@@ -389,8 +389,8 @@ Child Spawn(const std::vector<std::string>& argv, const SpawnOptions& options) {
   c.err_path_ = stem + ".err";
   for (const std::string& a : argv) {
     if (!c.argv_text_.empty()) c.argv_text_ += ' ';
-    c.argv_text_ += a.size() > 200 ? a.substr(0, 200) + "...(" + std::to_string(a.size()) + " bytes)"
-                                   : a;
+    c.argv_text_ +=
+        a.size() > 200 ? a.substr(0, 200) + "...(" + std::to_string(a.size()) + " bytes)" : a;
   }
 
   // Everything the child needs is prepared before fork: no allocation after it.
@@ -586,9 +586,9 @@ bool Daemon::Start(const DaemonOptions& options, std::string* why) {
   if (child_) last_log_ += Log();
   ++starts_;
   port_ = FreePort();
-  std::vector<std::string> argv{kTenantfsBin,  "mount",     "--mount-dir",
-                                mount_dir_,    "--data-dir", data_dir_,
-                                "--http-addr", "127.0.0.1:" + std::to_string(port_)};
+  std::vector<std::string> argv{
+      kTenantfsBin, "mount",   "--mount-dir", mount_dir_,
+      "--data-dir", data_dir_, "--http-addr", "127.0.0.1:" + std::to_string(port_)};
   if (!options.config_path.empty()) {
     argv.push_back("--config");
     argv.push_back(options.config_path);
@@ -646,8 +646,8 @@ bool Daemon::Running() { return child_ && child_->Running(); }
 std::string Daemon::Log() const { return child_ ? child_->Stderr() : ""; }
 
 std::string Daemon::Describe() const {
-  std::string s = "\n--- tenantfs (start #" + std::to_string(starts_) + "): " +
-                  (child_ ? child_->argv_text() : std::string("(not started)")) +
+  std::string s = "\n--- tenantfs (start #" + std::to_string(starts_) +
+                  "): " + (child_ ? child_->argv_text() : std::string("(not started)")) +
                   "\n--- tenantfs log (tail):\n" + Tail(Log(), 80) + "--- end of tenantfs log\n";
   return s;
 }
@@ -720,8 +720,8 @@ void ExpectBankIntact(const std::string& db, int accounts, long long total,
                       const std::map<int, long long>& committed_min,
                       const std::map<int, long long>& committed_max, const std::string& what) {
   Result ic = Sql(db, "PRAGMA integrity_check");
-  EXPECT_TRUE(ic.Ok() && Trim(ic.out) == "ok") << what << ": integrity_check of " << db
-                                               << " is not 'ok'" << ic.Describe();
+  EXPECT_TRUE(ic.Ok() && Trim(ic.out) == "ok")
+      << what << ": integrity_check of " << db << " is not 'ok'" << ic.Describe();
   Result tot = Sql(db, "SELECT count(*), sum(balance) FROM accounts");
   EXPECT_TRUE(tot.Ok()) << what << tot.Describe();
   EXPECT_EQ(Trim(tot.out), std::to_string(accounts) + "|" + std::to_string(total))

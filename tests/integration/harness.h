@@ -9,6 +9,7 @@
 // the forking thread); the registry itself is locked.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -16,8 +17,6 @@
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 namespace it {
 
@@ -68,7 +67,7 @@ struct Result {
 };
 
 struct SpawnOptions {
-  std::string stdin_path;  // default /dev/null
+  std::string stdin_path;                  // default /dev/null
   std::map<std::string, std::string> env;  // added to the inherited environment
 };
 
@@ -157,9 +156,9 @@ Scratch* CurrentScratch();
 // ---------------------------------------------------------------- the daemon
 
 struct DaemonOptions {
-  std::string config_path;           // --config, when not empty
+  std::string config_path;  // --config, when not empty
   std::vector<std::string> extra_args;
-  bool expect_ready = true;          // Start() asserts readiness
+  bool expect_ready = true;  // Start() asserts readiness
 };
 
 // One `tenantfs mount --mount-dir M --data-dir D --http-addr 127.0.0.1:PORT` process.
@@ -215,9 +214,7 @@ class MountTest : public ::testing::Test {
   std::string Mnt(const std::string& rel = "") const {
     return rel.empty() ? scratch_->mnt() : scratch_->mnt() + "/" + rel;
   }
-  std::string Backing(const std::string& rel) const {
-    return scratch_->data() + "/tenants/" + rel;
-  }
+  std::string Backing(const std::string& rel) const { return scratch_->data() + "/tenants/" + rel; }
   // mkdir Root()/<tenant>, asserting success.
   void MakeTenant(const std::string& tenant);
   // SIGTERM the daemon now, expecting exit 0 and the mount gone (TearDown then does

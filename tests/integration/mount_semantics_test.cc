@@ -152,8 +152,8 @@ TEST_F(MountSemantics, UnlinkDatabaseRemovesItsCompanions) {
   MakeDb("t/w.db", "wal", 20, {"--persist-wal"});
   MakeDb("t/keep.db", "delete", 7);
   std::string keep_digest = Digest("t/keep.db");
-  ASSERT_TRUE(Exists(Mnt("t/p.db-journal"))) << "precondition: PERSIST journal present; "
-                                             << Snapshot();
+  ASSERT_TRUE(Exists(Mnt("t/p.db-journal")))
+      << "precondition: PERSIST journal present; " << Snapshot();
   ASSERT_TRUE(Exists(Mnt("t/w.db-wal")) && Exists(Mnt("t/w.db-shm")))
       << "precondition: persistent WAL leaves -wal and -shm; " << Snapshot();
 
@@ -248,7 +248,8 @@ uint64_t PageCrc(uint32_t pgno, const std::string& page) {
 std::string FileChecksum(const std::string& path) {
   std::string file = it::ReadFile(path);
   if (file.size() < 100) return "file too small: " + std::to_string(file.size());
-  uint32_t page_size = (static_cast<unsigned char>(file[16]) << 8) | static_cast<unsigned char>(file[17]);
+  uint32_t page_size =
+      (static_cast<unsigned char>(file[16]) << 8) | static_cast<unsigned char>(file[17]);
   if (page_size == 1) page_size = 65536;
   uint64_t sum = 0;
   uint32_t lock_page = 0x40000000u / page_size + 1;

@@ -46,9 +46,11 @@ TEST_F(Restart, CleanStopAndStartKeepsEverything) {
           {"exec", "--mode", mode, Mnt(rel),
            "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB, s TEXT);"
            "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 500)"
-           " INSERT INTO t(v, s) SELECT randomblob(i * 3), printf('%s-%d', '" + rel + "', i) FROM c;"
-           "DELETE FROM t WHERE id % 5 = 0;"
-           "UPDATE t SET s = s || '!' WHERE id % 7 = 0;"});
+           " INSERT INTO t(v, s) SELECT randomblob(i * 3), printf('%s-%d', '" +
+               rel +
+               "', i) FROM c;"
+               "DELETE FROM t WHERE id % 5 = 0;"
+               "UPDATE t SET s = s || '!' WHERE id % 7 = 0;"});
       ASSERT_TRUE(r.Ok()) << r.Describe();
       digests[rel] = Digest(rel, "t");
     }
@@ -99,8 +101,8 @@ TEST_P(DaemonKill, Kill9UnderWriteLoadThenRestart) {
   std::vector<std::string> dbs;
   for (const char* mode : it::kJournalModes) {
     std::string db = Mnt(std::string("bank/") + mode + ".db");
-    it::Result r = it::SqlClient(
-        {"bank-init", db, mode, std::to_string(kAccounts), std::to_string(kInitial)});
+    it::Result r =
+        it::SqlClient({"bank-init", db, mode, std::to_string(kAccounts), std::to_string(kInitial)});
     ASSERT_TRUE(r.Ok()) << r.Describe();
     dbs.push_back(db);
   }
@@ -117,10 +119,10 @@ TEST_P(DaemonKill, Kill9UnderWriteLoadThenRestart) {
     std::vector<Writer> writers;
     for (int d = 0; d < 4; ++d) {
       for (int id = round * 10 + 1; id <= round * 10 + 2; ++id) {
-        writers.push_back({d, id,
-                           it::Spawn({it::kSqlClientBin, "bank-write", dbs[d],
-                                      it::kJournalModes[d], std::to_string(id), "1000000",
-                                      std::to_string(kAccounts), "2000"})});
+        writers.push_back(
+            {d, id,
+             it::Spawn({it::kSqlClientBin, "bank-write", dbs[d], it::kJournalModes[d],
+                        std::to_string(id), "1000000", std::to_string(kAccounts), "2000"})});
       }
     }
     // Wait until every writer has committed a few transactions.

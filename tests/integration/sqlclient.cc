@@ -316,8 +316,8 @@ int CmdBankRead(const std::vector<std::string>& a) {
     ++reads;
     if (n != accounts || sum != total) {
       Fail(path + ": read " + std::to_string(reads) + " saw " + std::to_string(n) +
-           " accounts totalling " + std::to_string(sum) + ", expected " +
-           std::to_string(accounts) + " totalling " + std::to_string(total));
+           " accounts totalling " + std::to_string(sum) + ", expected " + std::to_string(accounts) +
+           " totalling " + std::to_string(total));
     }
     if (log < last_log) {
       Fail(path + ": read " + std::to_string(reads) + " saw " + std::to_string(log) +
@@ -435,8 +435,8 @@ int CmdTenantsWork(const std::vector<std::string>& a) {
     for (long long t : tenants) {
       for (long long d = 0; d < dbs; ++d) {
         std::string path = root + "/" + TenantName(t) + "/" + DbName(d);
-        std::string where = path + " worker " + std::to_string(worker) + " round " +
-                            std::to_string(tx);
+        std::string where =
+            path + " worker " + std::to_string(worker) + " round " + std::to_string(tx);
         sqlite3* db = Open(path);  // open per request, like the apps tenantfs serves
         SetMode(db, kModes[d % 4], where);
         Exec(db,
@@ -445,7 +445,8 @@ int CmdTenantsWork(const std::vector<std::string>& a) {
              where);
         Exec(db, "BEGIN IMMEDIATE", where);
         sqlite3_stmt* ins = Prepare(
-            db, "INSERT INTO items(worker, tx, k, v, note) VALUES(?, ?, ?, ?, printf('%s/%d', ?, ?))");
+            db,
+            "INSERT INTO items(worker, tx, k, v, note) VALUES(?, ?, ?, ?, printf('%s/%d', ?, ?))");
         for (long long k = 0; k < rows; ++k) {
           sqlite3_bind_int64(ins, 1, worker);
           sqlite3_bind_int64(ins, 2, tx);
@@ -500,7 +501,8 @@ int CmdTenantsCheck(const std::vector<std::string>& a) {
         }
         std::string got = QueryText(db,
                                     "SELECT count(*) || '|' || coalesce(sum(v), 0) FROM items "
-                                    "WHERE worker = " + std::to_string(w),
+                                    "WHERE worker = " +
+                                        std::to_string(w),
                                     path);
         std::string want = std::to_string(want_n) + "|" + std::to_string(want_sum);
         if (got != want) {

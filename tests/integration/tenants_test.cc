@@ -36,18 +36,19 @@ std::string TenantName(int t) {
 }
 
 std::vector<std::string> CheckArgs(const std::string& root) {
-  return {"tenants-check", root, std::to_string(kTenants), std::to_string(kDbs),
-          std::to_string(kWorkers), std::to_string(kStep), std::to_string(kTxns),
-          std::to_string(kRows)};
+  return {"tenants-check",          root,
+          std::to_string(kTenants), std::to_string(kDbs),
+          std::to_string(kWorkers), std::to_string(kStep),
+          std::to_string(kTxns),    std::to_string(kRows)};
 }
 
 TEST_F(ManyTenants, FiftyTenantsTimesSixDatabasesConcurrently) {
   std::vector<it::Child> workers;
   for (int w = 0; w < kWorkers; ++w) {
-    workers.push_back(it::Spawn({it::kSqlClientBin, "tenants-work", Mnt(), std::to_string(w),
-                                 std::to_string(kStep), std::to_string(kTenants),
-                                 std::to_string(kDbs), std::to_string(kTxns),
-                                 std::to_string(kRows)}));
+    workers.push_back(
+        it::Spawn({it::kSqlClientBin, "tenants-work", Mnt(), std::to_string(w),
+                   std::to_string(kStep), std::to_string(kTenants), std::to_string(kDbs),
+                   std::to_string(kTxns), std::to_string(kRows)}));
   }
   for (int w = 0; w < kWorkers; ++w) {
     it::Result r = workers[w].Wait(450s);
@@ -69,7 +70,8 @@ TEST_F(ManyTenants, FiftyTenantsTimesSixDatabasesConcurrently) {
     for (int d = 0; d < kDbs; ++d) {
       std::string db = "db-" + std::to_string(d) + ".sqlite";
       required.insert(db);
-      for (const char* suffix : {"", "-journal", "-wal", "-shm", "-pos"}) allowed.insert(db + suffix);
+      for (const char* suffix : {"", "-journal", "-wal", "-shm", "-pos"})
+        allowed.insert(db + suffix);
     }
     for (const std::string& n : *names) {
       EXPECT_TRUE(allowed.count(n)) << TenantName(t) << " lists unexpected '" << n << "'";
