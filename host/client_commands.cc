@@ -336,9 +336,11 @@ int RunStatus(const ClientOptions& o) {
 
   boost::system::error_code ec;
   json::value info = json::parse(info_body, ec);
-  if (ec || !info.is_object()) return Fail(kExitRuntime, what, "bad /v1/info answer from " + url->base);
+  if (ec || !info.is_object())
+    return Fail(kExitRuntime, what, "bad /v1/info answer from " + url->base);
   json::value dbs = json::parse(dbs_body, ec);
-  if (ec || !dbs.is_array()) return Fail(kExitRuntime, what, "bad /v1/dbs answer from " + url->base);
+  if (ec || !dbs.is_array())
+    return Fail(kExitRuntime, what, "bad /v1/dbs answer from " + url->base);
   const json::object& i = info.as_object();
   std::string out;
   out += "node:      " + Field(i, "node") + "\n";
@@ -371,7 +373,8 @@ int RunStatus(const ClientOptions& o) {
     }
   }
   std::fwrite(out.data(), 1, out.size(), stdout);
-  if (std::fflush(stdout) != 0) return Fail(kExitRuntime, what, "writing to stdout: " + std::string(std::strerror(errno)));
+  if (std::fflush(stdout) != 0)
+    return Fail(kExitRuntime, what, "writing to stdout: " + std::string(std::strerror(errno)));
   return kExitOk;
 }
 
@@ -397,7 +400,7 @@ int RunImport(const ClientOptions& o, const std::string& tenant_db, const std::s
   Client c(*url, o.token);
   if (!c.Connect(&why)) return Fail(kExitRuntime, what, why);
   http::request<http::buffer_body> req{http::verb::put, "/v1/dbs/" + tenant + "/" + db + "/import",
-                                      11};
+                                       11};
   c.Prepare(req);
   req.set(http::field::content_type, "application/vnd.sqlite3");
   // The server answers a refusal (bad token, unknown tenant, too large) before
@@ -460,7 +463,8 @@ int RunImport(const ClientOptions& o, const std::string& tenant_db, const std::s
   json::value v = json::parse(body, jec);
   std::string line = "imported " + file + " into " + tenant_db;
   if (!jec && v.is_object()) {
-    line += ": txid " + Field(v.as_object(), "txid") + ", checksum " + Field(v.as_object(), "checksum");
+    line +=
+        ": txid " + Field(v.as_object(), "txid") + ", checksum " + Field(v.as_object(), "checksum");
   }
   std::printf("%s\n", line.c_str());
   return kExitOk;

@@ -1,8 +1,8 @@
 #include "host/node_http.h"
 
-#include <chrono>
-
 #include <prometheus/gauge.h>
+
+#include <chrono>
 
 #include "metrics/log.h"
 #include "tenancy/store.h"

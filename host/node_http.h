@@ -38,13 +38,12 @@ class NodeHttp {
   void Stop();
 
  private:
-  NodeHttp(metrics::Metrics* metrics, std::unique_ptr<replication::HttpServer> server,
-           bool primary)
+  NodeHttp(metrics::Metrics* metrics, std::unique_ptr<replication::HttpServer> server, bool primary)
       : metrics_(metrics), server_(std::move(server)), primary_(primary) {}
   metrics::Metrics* const metrics_;
   std::unique_ptr<replication::HttpServer> server_;
   const bool primary_;
-  std::mutex stop_mu_;  // held across the server's Stop; nothing else takes it
+  std::mutex stop_mu_;    // held across the server's Stop; nothing else takes it
   bool stopped_ = false;  // guarded by stop_mu_
 };
 

@@ -68,9 +68,9 @@ int64_t ResidentBytes();  // /proc/self/statm resident pages * page size
 
 // Histogram bucket upper bounds (seconds) shared by the duration histograms:
 // 10 µs to 10 s.
-inline constexpr double kDurationBuckets[] = {1e-5,   2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3,
-                                              2.5e-3, 5e-3,   1e-2, 2.5e-2, 5e-2, 0.1,  0.25,
-                                              0.5,    1,      2.5,  5,    10};
+inline constexpr double kDurationBuckets[] = {1e-5,   2.5e-5, 5e-5, 1e-4,   2.5e-4, 5e-4, 1e-3,
+                                              2.5e-3, 5e-3,   1e-2, 2.5e-2, 5e-2,   0.1,  0.25,
+                                              0.5,    1,      2.5,  5,      10};
 inline constexpr int kDurationBucketCount = sizeof(kDurationBuckets) / sizeof(double);
 
 class Metrics {

@@ -54,10 +54,10 @@ struct Route {
     kNotFound,  // no such endpoint
   };
   Kind kind = Kind::kNotFound;
-  bool v1 = false;         // under /v1/: needs the token
+  bool v1 = false;             // under /v1/: needs the token
   const char* method = "GET";  // the one method the endpoint takes
-  std::string tenant, db;  // kExport, kImport, kWait
-  std::string error;       // kBadName: why
+  std::string tenant, db;      // kExport, kImport, kWait
+  std::string error;           // kBadName: why
 };
 
 // Parses a request target ("/v1/dbs/acme/app.db/export?x=1"). The query is

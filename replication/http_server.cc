@@ -38,9 +38,9 @@ using namespace std::chrono_literals;
 
 namespace {
 
-constexpr size_t kFileChunk = 256 * 1024;            // export: bytes per write
-constexpr size_t kReadBufferLimit = 64 * 1024;        // the connection's read buffer
-constexpr size_t kLingerDiscardLimit = 4 << 20;       // refused bodies read and dropped
+constexpr size_t kFileChunk = 256 * 1024;        // export: bytes per write
+constexpr size_t kReadBufferLimit = 64 * 1024;   // the connection's read buffer
+constexpr size_t kLingerDiscardLimit = 4 << 20;  // refused bodies read and dropped
 constexpr auto kLingerTimeout = 2s;
 constexpr const char* kServerName = "tenantfs";
 
@@ -118,7 +118,8 @@ Reply Json(std::string body) { return Text(std::move(body), "application/json");
 bool SplitAddr(const std::string& addr, std::string* host, std::string* port) {
   if (!addr.empty() && addr[0] == '[') {
     size_t close = addr.find(']');
-    if (close == std::string::npos || close + 2 > addr.size() || addr[close + 1] != ':') return false;
+    if (close == std::string::npos || close + 2 > addr.size() || addr[close + 1] != ':')
+      return false;
     *host = addr.substr(1, close - 1);
     *port = addr.substr(close + 2);
     return true;
@@ -275,9 +276,10 @@ class Session : public std::enable_shared_from_this<Session> {
       return Send(std::move(r), has_body);
     }
     if (route_.kind == K::kNotFound) {
-      return Send(Error(404, "no such endpoint: " + std::string(req.target().substr(
-                                                        0, std::min<size_t>(req.target().size(), 200)))),
-                  has_body);
+      return Send(
+          Error(404, "no such endpoint: " + std::string(req.target().substr(
+                                                0, std::min<size_t>(req.target().size(), 200)))),
+          has_body);
     }
     if (req.method_string() != route_.method) {
       Reply r = Error(405, "method " + method_ + " not allowed here; use " + route_.method);
@@ -294,7 +296,8 @@ class Session : public std::enable_shared_from_this<Session> {
       case K::kMetrics:
         return RunBlocking([server = server_]() {
           if (server->opts.node.metrics == nullptr) return Error(404, "no metrics in this build");
-          return Text(server->opts.node.metrics->Serialize(), "text/plain; version=0.0.4; charset=utf-8");
+          return Text(server->opts.node.metrics->Serialize(),
+                      "text/plain; version=0.0.4; charset=utf-8");
         });
       case K::kInfo:
         return RunBlocking([server = server_]() { return Json(InfoJson(server->opts.node)); });
@@ -326,14 +329,15 @@ class Session : public std::enable_shared_from_this<Session> {
     std::string err;
     auto tmp = MakeTempFile(server->tmp_dir, "export-", &err);
     if (!tmp) return Error(500, err);
-    TransferError te = RunTransferProcess(ctx.helper_exe, "snapshot", ctx.mount_dir + "/" + t + "/" + d,
-                                          tmp->path, server->abort);
+    TransferError te = RunTransferProcess(
+        ctx.helper_exe, "snapshot", ctx.mount_dir + "/" + t + "/" + d, tmp->path, server->abort);
     if (!te.ok()) return Error(te.http_status, te.message);
     Reply r;
     r.file = UniqueFd(::open(tmp->path.c_str(), O_RDONLY | O_CLOEXEC));
     if (r.file.fd < 0) return Error(500, "open " + tmp->path + ": " + std::strerror(errno));
     struct stat st;
-    if (::fstat(r.file.fd, &st) != 0) return Error(500, "stat " + tmp->path + ": " + std::strerror(errno));
+    if (::fstat(r.file.fd, &st) != 0)
+      return Error(500, "stat " + tmp->path + ": " + std::strerror(errno));
     r.file_size = static_cast<uint64_t>(st.st_size);
     r.content_type = "application/vnd.sqlite3";
     r.headers.emplace_back(http::field::content_disposition, "attachment; filename=\"" + d + "\"");
@@ -350,17 +354,16 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     uint64_t limit = server_->opts.max_import_bytes;
     if (header_->content_length() && *header_->content_length() > limit) {
-      return Send(Error(413, "body of " + std::to_string(*header_->content_length()) +
-                                 " bytes is over the import limit of " + std::to_string(limit) +
-                                 " bytes"),
-                  true);
+      return Send(
+          Error(413, "body of " + std::to_string(*header_->content_length()) +
+                         " bytes is over the import limit of " + std::to_string(limit) + " bytes"),
+          true);
     }
     if (!has_body) return Send(Error(400, "not a SQLite database: file is empty"), false);
     std::string err;
     import_file_ = MakeTempFile(server_->tmp_dir, "import-", &err);
     if (!import_file_) return Send(Error(500, err), true);
-    bool expect_continue =
-        beast::iequals(header_->get()[http::field::expect], "100-continue");
+    bool expect_continue = beast::iequals(header_->get()[http::field::expect], "100-continue");
     body_.emplace(std::move(*header_));
     header_.reset();
     body_->body_limit(limit);
@@ -415,7 +418,8 @@ class Session : public std::enable_shared_from_this<Session> {
     if (::stat(tenant_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
       return Error(404, "no tenant '" + t + "'");
     }
-    te = RunTransferProcess(ctx.helper_exe, "replace", tmp->path, tenant_dir + "/" + d, server->abort);
+    te = RunTransferProcess(ctx.helper_exe, "replace", tmp->path, tenant_dir + "/" + d,
+                            server->abort);
     if (!te.ok()) return Error(te.http_status, te.message);
     std::string err;
     std::string pos = PositionJson(ctx, t, d, &err);
@@ -435,9 +439,8 @@ class Session : public std::enable_shared_from_this<Session> {
       } catch (...) {
         r = Error(500, "internal error");
       }
-      asio::post(self->stream_.get_executor(), [self, r = std::move(r)]() mutable {
-        self->Send(std::move(r), false);
-      });
+      asio::post(self->stream_.get_executor(),
+                 [self, r = std::move(r)]() mutable { self->Send(std::move(r), false); });
     });
   }
 
@@ -488,7 +491,8 @@ class Session : public std::enable_shared_from_this<Session> {
       n = ::pread(file_.fd, chunk_.data(), want, static_cast<off_t>(file_off_));
       if (n <= 0) {
         // The length is promised already: all we can do is cut the connection.
-        LOG_ERROR("http: export read failed", {{"error", n < 0 ? std::strerror(errno) : "short file"}});
+        LOG_ERROR("http: export read failed",
+                  {{"error", n < 0 ? std::strerror(errno) : "short file"}});
         return Close();
       }
     }
@@ -597,8 +601,7 @@ class Session : public std::enable_shared_from_this<Session> {
 // ------------------------------------------------------------------ server
 
 void HttpServer::Impl::DoAccept() {
-  acceptor.async_accept(asio::make_strand(ioc),
-                        beast::bind_front_handler(&Impl::OnAccept, this));
+  acceptor.async_accept(asio::make_strand(ioc), beast::bind_front_handler(&Impl::OnAccept, this));
 }
 
 void HttpServer::Impl::OnAccept(beast::error_code ec, tcp::socket socket) {

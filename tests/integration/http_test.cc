@@ -78,7 +78,8 @@ HttpReply Http(int port, const std::string& method, const std::string& target,
                bool send_length = false) {
   std::string req = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n";
   if (!token.empty()) req += "Authorization: Bearer " + token + "\r\n";
-  if (!body.empty() || send_length) req += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+  if (!body.empty() || send_length)
+    req += "Content-Length: " + std::to_string(body.size()) + "\r\n";
   req += "\r\n" + body;
   return SendRaw(port, req);
 }
@@ -106,8 +107,8 @@ class HttpTest : public it::MountTest {
   // A config for the CLI: the daemon's address (the harness picks the port) and token.
   std::string ClientConfig(const std::string& token = kToken) {
     std::string path = scratch_->WorkPath("client-" + token + ".yaml");
-    it::WriteFile(path, "http:\n  addr: 127.0.0.1:" + std::to_string(port()) +
-                            "\n  token: " + token + "\n");
+    it::WriteFile(
+        path, "http:\n  addr: 127.0.0.1:" + std::to_string(port()) + "\n  token: " + token + "\n");
     return path;
   }
 
@@ -138,10 +139,10 @@ class HttpTest : public it::MountTest {
   // A tenant with one database holding known data, through the mount.
   void MakeExistingDb(const std::string& tenant, const std::string& db) {
     MakeTenant(tenant);
-    it::Result r = it::SqlClient(
-        {"exec", "--mode", "wal", Mnt(tenant + "/" + db),
-         "CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT, payload BLOB);"
-         "INSERT INTO items(name, payload) VALUES ('original', x'00ff00ff');"});
+    it::Result r =
+        it::SqlClient({"exec", "--mode", "wal", Mnt(tenant + "/" + db),
+                       "CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT, payload BLOB);"
+                       "INSERT INTO items(name, payload) VALUES ('original', x'00ff00ff');"});
     ASSERT_TRUE(r.Ok()) << r.Describe();
   }
 
@@ -177,8 +178,10 @@ TEST_F(HttpTest, V1NeedsTheBearerToken) {
     }
   }
   // Another scheme, or the right token in the wrong header, is no token.
-  HttpReply basic = SendRaw(port(), "GET /v1/info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                                    "Authorization: Basic " + std::string(kToken) + "\r\n\r\n");
+  HttpReply basic = SendRaw(port(),
+                            "GET /v1/info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                            "Authorization: Basic " +
+                                std::string(kToken) + "\r\n\r\n");
   EXPECT_EQ(basic.status, 401) << Describe(basic);
   HttpReply good = Http(port(), "GET", "/v1/info", kToken);
   ASSERT_EQ(good.status, 200) << Describe(good);
@@ -249,9 +252,11 @@ TEST_F(HttpTest, BadPathsNamesAndMethodsGet4xx) {
         << c.method << " " << c.target << Describe(r);
   }
   // An import body over the cap is refused from its Content-Length, before it is sent.
-  HttpReply big = SendRaw(port(), "PUT /v1/dbs/acme/app.db/import HTTP/1.1\r\nHost: x\r\n"
-                                  "Authorization: Bearer " + std::string(kToken) +
-                                  "\r\nContent-Length: 100000000000\r\n\r\nSQLite format 3");
+  HttpReply big =
+      SendRaw(port(),
+              "PUT /v1/dbs/acme/app.db/import HTTP/1.1\r\nHost: x\r\n"
+              "Authorization: Bearer " +
+                  std::string(kToken) + "\r\nContent-Length: 100000000000\r\n\r\nSQLite format 3");
   EXPECT_EQ(big.status, 413) << Describe(big);
   EXPECT_EQ(it::SqlOk(Mnt("acme/app.db"), "SELECT name FROM items"), "original");
   HttpReply allow = Http(port(), "POST", "/v1/dbs/acme/app.db/export", kToken);
@@ -271,14 +276,20 @@ TEST_F(HttpTest, MalformedRequestsGet4xxAndTheNodeKeepsServing) {
       {"bad version", "GET /healthz HTTP/7.3\r\n\r\n", 400},
       {"bad header line", "GET /healthz HTTP/1.1\r\nNo colon here\r\n\r\n", 400},
       {"bad content-length", "GET /healthz HTTP/1.1\r\nContent-Length: -5\r\n\r\n", 400},
-      {"two content-lengths", "PUT /v1/dbs/a/b/import HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400},
+      {"two content-lengths",
+       "PUT /v1/dbs/a/b/import HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400},
       {"body where none is taken", "GET /healthz HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", 413},
-      {"oversized header", "GET /healthz HTTP/1.1\r\nX-Big: " + std::string(20000, 'a') + "\r\n\r\n", 431},
-      {"too many headers", "GET /healthz HTTP/1.1\r\n" + [] {
-         std::string h;
-         for (int i = 0; i < 2000; ++i) h += "X-" + std::to_string(i) + ": v\r\n";
-         return h;
-       }() + "\r\n", 431},
+      {"oversized header",
+       "GET /healthz HTTP/1.1\r\nX-Big: " + std::string(20000, 'a') + "\r\n\r\n", 431},
+      {"too many headers",
+       "GET /healthz HTTP/1.1\r\n" +
+           [] {
+             std::string h;
+             for (int i = 0; i < 2000; ++i) h += "X-" + std::to_string(i) + ": v\r\n";
+             return h;
+           }() +
+           "\r\n",
+       431},
       {"oversized target", "GET /" + std::string(10000, 'x') + " HTTP/1.1\r\n\r\n", 431},
       {"truncated request", "GET /heal", 0},
       {"empty connection", "", 0},
@@ -331,7 +342,8 @@ TEST_F(HttpTest, ImportOfANonSqliteFileIsRefusedAndTheDatabaseStaysAsItWas) {
   for (const Case& c : cases) {
     HttpReply r = Http(port(), "PUT", "/v1/dbs/acme/app.db/import", kToken, c.body);
     EXPECT_EQ(r.status, 400) << c.what << Describe(r);
-    EXPECT_NE(r.body.find("{\"error\": \"" + c.message), std::string::npos) << c.what << Describe(r);
+    EXPECT_NE(r.body.find("{\"error\": \"" + c.message), std::string::npos)
+        << c.what << Describe(r);
   }
   HttpReply empty = Http(port(), "PUT", "/v1/dbs/acme/app.db/import", kToken, "", true);
   EXPECT_EQ(empty.status, 400) << Describe(empty);
@@ -349,7 +361,7 @@ TEST_F(HttpTest, ImportOfANonSqliteFileIsRefusedAndTheDatabaseStaysAsItWas) {
 
 TEST_F(HttpTest, ImportThenExportRoundTripKeepsTheData) {
   MakeExistingDb("acme", "app.db");  // WAL mode, replaced by the import
-  MakeTenant("beta");                 // no database yet: the import creates it
+  MakeTenant("beta");                // no database yet: the import creates it
   for (const std::string& mode : {std::string("delete"), std::string("wal")}) {
     SCOPED_TRACE("source journal mode " + mode);
     std::string source = MakeSourceDb("source-" + mode + ".db", 3000, mode);
@@ -357,7 +369,8 @@ TEST_F(HttpTest, ImportThenExportRoundTripKeepsTheData) {
     for (const std::string& target : {std::string("acme/app.db"), "beta/fresh-" + mode + ".db"}) {
       std::string before = it::Trim(it::ReadFile(Mnt(target + "-pos")));  // "" when new
       uint64_t txid_before = before.empty() ? 0 : std::stoull(before.substr(0, 16), nullptr, 16);
-      HttpReply r = Http(port(), "PUT", "/v1/dbs/" + target + "/import", kToken, it::ReadFile(source));
+      HttpReply r =
+          Http(port(), "PUT", "/v1/dbs/" + target + "/import", kToken, it::ReadFile(source));
       ASSERT_EQ(r.status, 200) << target << Describe(r);
       // The answer carries the new position, the same the -pos file shows; the
       // import is one transaction.
@@ -394,7 +407,8 @@ TEST_F(HttpTest, ImportThenExportRoundTripKeepsTheData) {
       << app_pos << Describe(dbs);
   EXPECT_NE(dbs.body.find("\"db\": \"fresh-wal.db\""), std::string::npos) << Describe(dbs);
   HttpReply info = Http(port(), "GET", "/v1/info", kToken);
-  EXPECT_NE(info.body.find("\"tenants\": 2, \"databases\": 3"), std::string::npos) << Describe(info);
+  EXPECT_NE(info.body.find("\"tenants\": 2, \"databases\": 3"), std::string::npos)
+      << Describe(info);
 }
 
 TEST_F(HttpTest, ListingShowsPositionsAndOpenDatabases) {
@@ -452,16 +466,17 @@ TEST_F(HttpTest, CliStatusImportExport) {
   EXPECT_NE(st.out.find(pos.substr(17)), std::string::npos) << "checksum missing\n" << st.out;
   EXPECT_NE(st.out.find("app.db"), std::string::npos) << st.out;
 
-  it::Result imp = it::Run({it::kTenantfsBin, "import", "--config", cfg, "acme/app.db", source}, 120s);
+  it::Result imp =
+      it::Run({it::kTenantfsBin, "import", "--config", cfg, "acme/app.db", source}, 120s);
   ASSERT_TRUE(imp.Ok()) << imp.Describe();
   EXPECT_EQ(Digest(Mnt("acme/app.db")), want);
   ExpectIntegrityOk(Mnt("acme/app.db"));
 
   std::string out = scratch_->WorkPath("cli-export.db");
-  it::Result exp = it::Run({it::kTenantfsBin, "export", "--url",
-                            "http://127.0.0.1:" + std::to_string(port()), "--token", kToken,
-                            "acme/app.db", out},
-                           120s);
+  it::Result exp =
+      it::Run({it::kTenantfsBin, "export", "--url", "http://127.0.0.1:" + std::to_string(port()),
+               "--token", kToken, "acme/app.db", out},
+              120s);
   ASSERT_TRUE(exp.Ok()) << exp.Describe();
   EXPECT_FALSE(it::Exists(out + ".tmp"));
   EXPECT_EQ(Digest(out), want);
@@ -486,15 +501,16 @@ TEST_F(HttpTest, CliStatusImportExport) {
   EXPECT_TRUE(refused_import.exited && refused_import.exit_code == 1) << refused_import.Describe();
   EXPECT_NE(refused_import.err.find("401"), std::string::npos) << refused_import.Describe();
 
-  it::Result missing = it::Run({it::kTenantfsBin, "export", "--config", cfg, "acme/none.db",
-                                scratch_->WorkPath("none.db")},
-                               60s);
+  it::Result missing = it::Run(
+      {it::kTenantfsBin, "export", "--config", cfg, "acme/none.db", scratch_->WorkPath("none.db")},
+      60s);
   EXPECT_TRUE(missing.exited && missing.exit_code == 1) << missing.Describe();
   EXPECT_NE(missing.err.find("tenantfs: export acme/none.db: 404"), std::string::npos)
       << missing.Describe();
   EXPECT_FALSE(it::Exists(scratch_->WorkPath("none.db.tmp")));
 
-  it::Result usage = it::Run({it::kTenantfsBin, "import", "--config", cfg, "no-slash", source}, 60s);
+  it::Result usage =
+      it::Run({it::kTenantfsBin, "import", "--config", cfg, "no-slash", source}, 60s);
   EXPECT_TRUE(usage.exited && usage.exit_code == 2) << usage.Describe();
   it::Result refused = it::Run({it::kTenantfsBin, "status", "--url", "http://127.0.0.1:1"}, 60s);
   EXPECT_TRUE(refused.exited && refused.exit_code == 1) << refused.Describe();
@@ -512,18 +528,26 @@ TEST_F(HttpTest, MetricsHaveEverySpecNameAndPassPromtool) {
        {"tenantfs_databases", "tenantfs_databases_open", "tenantfs_database_evictions_total",
         "tenantfs_open_fds", "tenantfs_max_fds", "tenantfs_resident_memory_bytes",
         "tenantfs_fuse_requests_total", "tenantfs_fuse_request_duration_seconds",
-        "tenantfs_commits_total", "tenantfs_commit_duration_seconds",
-        "tenantfs_write_queue_depth", "tenantfs_retention_bytes", "tenantfs_is_primary",
-        "tenantfs_replicas_connected", "tenantfs_replication_lag_seconds",
-        "tenantfs_replication_databases_behind", "tenantfs_stream_bytes_total"}) {
+        "tenantfs_commits_total", "tenantfs_commit_duration_seconds", "tenantfs_write_queue_depth",
+        "tenantfs_retention_bytes", "tenantfs_is_primary", "tenantfs_replicas_connected",
+        "tenantfs_replication_lag_seconds", "tenantfs_replication_databases_behind",
+        "tenantfs_stream_bytes_total"}) {
     EXPECT_NE(r.body.find(std::string("\n# TYPE ") + name + " "), std::string::npos) << name;
   }
   EXPECT_NE(r.body.find("\ntenantfs_databases 1\n"), std::string::npos) << r.body.substr(0, 3000);
   EXPECT_NE(r.body.find("\ntenantfs_is_primary 1\n"), std::string::npos);
-  EXPECT_EQ(r.body.find("\ntenantfs_commits_total 0\n"), std::string::npos) << "commits not counted";
+  EXPECT_EQ(r.body.find("\ntenantfs_commits_total 0\n"), std::string::npos)
+      << "commits not counted";
   EXPECT_EQ(r.body.find("\ntenantfs_open_fds 0\n"), std::string::npos);
+  // The hot paths report: FUSE writes were counted and timed, commits timed.
+  EXPECT_NE(r.body.find("\ntenantfs_fuse_requests_total{op=\"write\"} "), std::string::npos);
+  EXPECT_EQ(r.body.find("\ntenantfs_fuse_requests_total{op=\"write\"} 0\n"), std::string::npos);
+  EXPECT_EQ(r.body.find("\ntenantfs_fuse_request_duration_seconds_count{op=\"write\"} 0\n"),
+            std::string::npos);
+  EXPECT_EQ(r.body.find("\ntenantfs_commit_duration_seconds_count 0\n"), std::string::npos);
 
-  ASSERT_TRUE(it::Exists(kPromtool)) << kPromtool << " is missing: run scripts/deps (package prometheus)";
+  ASSERT_TRUE(it::Exists(kPromtool))
+      << kPromtool << " is missing: run scripts/deps (package prometheus)";
   std::string file = scratch_->WorkPath("metrics.txt");
   it::WriteFile(file, r.body);
   it::SpawnOptions so;
@@ -535,12 +559,13 @@ TEST_F(HttpTest, MetricsHaveEverySpecNameAndPassPromtool) {
 TEST_F(HttpTest, ATakenPortStopsStartUpWithNothingMounted) {
   std::string mnt = scratch_->WorkPath("mnt2"), data = scratch_->WorkPath("data2");
   std::string addr = "127.0.0.1:" + std::to_string(port());
-  it::Result r = it::Run({it::kTenantfsBin, "mount", "--mount-dir", mnt, "--data-dir", data,
-                          "--http-addr", addr},
-                         30s);
+  it::Result r = it::Run(
+      {it::kTenantfsBin, "mount", "--mount-dir", mnt, "--data-dir", data, "--http-addr", addr},
+      30s);
   if (r.timed_out) it::LazyUnmount(mnt);
   EXPECT_TRUE(r.exited && r.exit_code == 2) << r.Describe();
-  EXPECT_NE(r.err.find("http.addr " + addr + ": address in use"), std::string::npos) << r.Describe();
+  EXPECT_NE(r.err.find("http.addr " + addr + ": address in use"), std::string::npos)
+      << r.Describe();
   EXPECT_TRUE(it::MountTypesAt(mnt).empty());
   ExpectStillServing();
 }
@@ -558,7 +583,8 @@ TEST_F(HttpTest, ShutdownDoesNotWaitForIdleConnections) {
     ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
   }
   std::string keep = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
-  ASSERT_EQ(::send(fds[0], keep.data(), keep.size(), MSG_NOSIGNAL), static_cast<ssize_t>(keep.size()));
+  ASSERT_EQ(::send(fds[0], keep.data(), keep.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(keep.size()));
   char buf[512];
   ASSERT_GT(::recv(fds[0], buf, sizeof buf, 0), 0);
   std::string half = "GET /v1/info HTTP/1.1\r\nHo";

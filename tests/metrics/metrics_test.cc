@@ -1,14 +1,13 @@
 #include "metrics/metrics.h"
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
+#include <prometheus/gauge.h>
 #include <unistd.h>
 
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <prometheus/gauge.h>
 
 namespace metrics {
 namespace {
@@ -33,10 +32,10 @@ TEST(MetricsTest, EverySpecNameIsExposed) {
        {"tenantfs_databases", "tenantfs_databases_open", "tenantfs_database_evictions_total",
         "tenantfs_open_fds", "tenantfs_max_fds", "tenantfs_resident_memory_bytes",
         "tenantfs_fuse_requests_total", "tenantfs_fuse_request_duration_seconds",
-        "tenantfs_commits_total", "tenantfs_commit_duration_seconds",
-        "tenantfs_write_queue_depth", "tenantfs_retention_bytes", "tenantfs_is_primary",
-        "tenantfs_replicas_connected", "tenantfs_replication_lag_seconds",
-        "tenantfs_replication_databases_behind", "tenantfs_stream_bytes_total"}) {
+        "tenantfs_commits_total", "tenantfs_commit_duration_seconds", "tenantfs_write_queue_depth",
+        "tenantfs_retention_bytes", "tenantfs_is_primary", "tenantfs_replicas_connected",
+        "tenantfs_replication_lag_seconds", "tenantfs_replication_databases_behind",
+        "tenantfs_stream_bytes_total"}) {
     EXPECT_NE(text.find(std::string("# TYPE ") + name + " "), std::string::npos) << name;
   }
   EXPECT_NE(text.find("tenantfs_stream_bytes_total{direction=\"sent\"}"), std::string::npos);
@@ -57,10 +56,12 @@ TEST(MetricsTest, FuseObservationsFoldIntoCounterAndHistogram) {
   std::string text = m.Serialize();
   EXPECT_EQ(Sample(text, "tenantfs_fuse_requests_total{op=\"read\"}"), "4000");
   EXPECT_EQ(Sample(text, "tenantfs_fuse_request_duration_seconds_count{op=\"read\"}"), "4000");
-  EXPECT_EQ(Sample(text, "tenantfs_fuse_request_duration_seconds_bucket{op=\"read\",le=\"0.0001\"}"),
-            "0");
-  EXPECT_EQ(Sample(text, "tenantfs_fuse_request_duration_seconds_bucket{op=\"read\",le=\"0.00025\"}"),
-            "4000");
+  EXPECT_EQ(
+      Sample(text, "tenantfs_fuse_request_duration_seconds_bucket{op=\"read\",le=\"0.0001\"}"),
+      "0");
+  EXPECT_EQ(
+      Sample(text, "tenantfs_fuse_request_duration_seconds_bucket{op=\"read\",le=\"0.00025\"}"),
+      "4000");
   EXPECT_EQ(Sample(text, "tenantfs_fuse_request_duration_seconds_bucket{op=\"write\",le=\"2.5\"}"),
             "0");
   EXPECT_EQ(Sample(text, "tenantfs_fuse_request_duration_seconds_bucket{op=\"write\",le=\"5\"}"),
