@@ -123,7 +123,7 @@ struct FuseServer::Impl {
   Options options;
   fuse_session* se = nullptr;
   bool mounted = false;
-  pthread_t loop_thread{};
+  std::atomic<pthread_t> loop_thread{pthread_t{}};  // set by Run, read by Exit (another thread)
   NodeTable nodes;
   Node root;
 
@@ -717,7 +717,7 @@ Result<std::unique_ptr<FuseServer>> FuseServer::Mount(tenancy::Store* store,
 }
 
 Status FuseServer::Run() {
-  impl_->loop_thread = pthread_self();
+  impl_->loop_thread.store(pthread_self());
   struct sigaction sa;
   std::memset(&sa, 0, sizeof(sa));
   sa.sa_handler = WakeHandler;  // no SA_RESTART: interrupts the loop's wait
@@ -744,7 +744,8 @@ Status FuseServer::Run() {
 
 void FuseServer::Exit() {
   fuse_session_exit(impl_->se);
-  if (impl_->loop_thread != pthread_t{}) pthread_kill(impl_->loop_thread, SIGUSR1);
+  pthread_t loop = impl_->loop_thread.load();
+  if (loop != pthread_t{}) pthread_kill(loop, SIGUSR1);
 }
 
 void FuseServer::Unmount() {
