@@ -521,8 +521,11 @@ bool AnswersStatfs(const std::string& dir, std::chrono::milliseconds timeout) {
   // once the daemon is killed at teardown).
   auto done = std::make_shared<std::atomic<int>>(-1);
   std::thread([dir, done] {
+    // A FUSE file system must answer: a dead mount gives ENOTCONN, and once a dead
+    // mount is detached the plain directory below answers with its own f_type.
+    constexpr long kFuseSuperMagic = 0x65735546;
     struct statfs sfs;
-    done->store(statfs(dir.c_str(), &sfs) == 0 ? 1 : 0);
+    done->store(statfs(dir.c_str(), &sfs) == 0 && sfs.f_type == kFuseSuperMagic ? 1 : 0);
   }).detach();
   auto deadline = Clock::now() + timeout;
   while (done->load() < 0 && Clock::now() < deadline) std::this_thread::sleep_for(2ms);

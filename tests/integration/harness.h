@@ -122,7 +122,8 @@ bool IsTenantfsMounted(const std::string& dir);
 // Mount IDs (mountinfo field 1) of the fuse.tenantfs mounts at `dir`. A dead mount left
 // by a killed daemon still reads as fuse.tenantfs; IDs are reused after an unmount.
 std::vector<int> TenantfsMountIds(const std::string& dir);
-// statfs(dir) succeeded within `timeout` (a dead FUSE mount fails with ENOTCONN).
+// statfs(dir) answered from a FUSE file system within `timeout` (a dead FUSE mount
+// fails with ENOTCONN; an unmounted dir answers with its own file system type).
 bool AnswersStatfs(const std::string& dir, std::chrono::milliseconds timeout);
 // umount2(MNT_DETACH), then `fusermount3 -u -z`, until no mount is left at `dir` (bounded).
 // Returns true when nothing is mounted there afterwards.
