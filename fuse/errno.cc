@@ -27,6 +27,13 @@ int ToErrno(const tenancy::Status& status) {
       return EISDIR;
     case Code::kNotDirectory:
       return ENOTDIR;
+    case Code::kFailedPrecondition:
+    case Code::kDataLoss:
+      return EIO;
+    case Code::kUnavailable:
+      return EAGAIN;
+    case Code::kDeadlineExceeded:
+      return ETIMEDOUT;
     case Code::kIOError:
       return status.os_errno() != 0 ? status.os_errno() : EIO;
   }

@@ -27,6 +27,10 @@ class Status {
     kIsDirectory,      // EISDIR
     kNotDirectory,     // ENOTDIR
     kIOError,          // any other OS error; os_errno() says which
+    kFailedPrecondition,  // not in the state the operation needs (replication: a gap)
+    kDataLoss,            // data does not match its checksum
+    kUnavailable,         // a peer or resource is not reachable now; retry later
+    kDeadlineExceeded,    // a wait timed out
   };
 
   Status() = default;
@@ -47,6 +51,14 @@ class Status {
   static Status IsDirectory(std::string msg) { return Status(Code::kIsDirectory, std::move(msg)); }
   static Status NotDirectory(std::string msg) {
     return Status(Code::kNotDirectory, std::move(msg));
+  }
+  static Status FailedPrecondition(std::string msg) {
+    return Status(Code::kFailedPrecondition, std::move(msg));
+  }
+  static Status DataLoss(std::string msg) { return Status(Code::kDataLoss, std::move(msg)); }
+  static Status Unavailable(std::string msg) { return Status(Code::kUnavailable, std::move(msg)); }
+  static Status DeadlineExceeded(std::string msg) {
+    return Status(Code::kDeadlineExceeded, std::move(msg));
   }
   // From an OS error number: ENOENT, ENOSPC, ... map to their codes, the rest is kIOError.
   static Status FromErrno(int err, std::string context);
