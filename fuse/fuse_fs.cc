@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstring>
 #include <mutex>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -30,13 +31,29 @@ namespace {
 
 // Everything below the mount changes only through this daemon, so the kernel
 // may cache names and attributes for as long as it likes; when tenantfs itself
-// changes a file behind the kernel's back it invalidates explicitly.
+// changes a file behind the kernel's back (a replica's applier) it invalidates
+// explicitly. A replica caches no negative entries: names appear unannounced.
 constexpr double kCacheSeconds = 86400.0;
+
+// SPEC: <mount>/.primary on a replica. Never a tenant name (those cannot start with '.').
+constexpr std::string_view kPrimaryName = ".primary";
+
+// Thread ids (gettid) of registered applier threads; 0 = free slot. Lock-free:
+// a replica's open() checks it only when an application asks for write access.
+std::atomic<pid_t> g_appliers[FuseServer::kMaxApplierThreads];
+
+bool IsApplierThread(pid_t tid) {
+  if (tid <= 0) return false;
+  for (auto& slot : g_appliers) {
+    if (slot.load(std::memory_order_acquire) == tid) return true;
+  }
+  return false;
+}
 
 // One kernel inode. ino == the Node's address (root: FUSE_ROOT_ID). A node lives
 // while the kernel holds lookups on it; it pins the core object it stands for.
 struct Node {
-  enum class Type { kRoot, kTenant, kFile, kPos };
+  enum class Type { kRoot, kTenant, kFile, kPos, kPrimary };
   Type type = Type::kRoot;
   std::shared_ptr<Tenant> tenant;  // kTenant, and the parent tenant of kFile/kPos
   std::shared_ptr<File> file;      // kFile
@@ -64,6 +81,10 @@ class NodeTable {
       n->db = std::move(db);
       n->key = key;
       it->second = n;
+      if (type == Node::Type::kTenant) {
+        std::lock_guard tlock(tenants_mu_);
+        tenant_nodes_.emplace(n->tenant->name(), n);
+      }
     }
     ++it->second->nlookup;
     return it->second;
@@ -76,8 +97,29 @@ class NodeTable {
     if (node->nlookup > 0) return;
     auto it = s.nodes.find(node->key);
     if (it != s.nodes.end() && it->second == node) s.nodes.erase(it);
+    if (node->type == Node::Type::kTenant) {
+      std::lock_guard tlock(tenants_mu_);
+      auto [b, e] = tenant_nodes_.equal_range(node->tenant->name());
+      for (auto t = b; t != e; ++t) {
+        if (t->second == node) {
+          tenant_nodes_.erase(t);
+          break;
+        }
+      }
+    }
     lock.unlock();
     delete node;
+  }
+
+  // The addresses (inode numbers) of the live nodes of tenants called `name`:
+  // usually one, more while the kernel still holds a removed incarnation. Only
+  // the numbers: the nodes may be forgotten as soon as this returns.
+  std::vector<uintptr_t> TenantInos(std::string_view name) {
+    std::vector<uintptr_t> out;
+    std::lock_guard tlock(tenants_mu_);
+    auto [b, e] = tenant_nodes_.equal_range(std::string(name));
+    for (auto t = b; t != e; ++t) out.push_back(reinterpret_cast<uintptr_t>(t->second));
+    return out;
   }
 
   // The live node for key, or null. No reference is taken.
@@ -99,6 +141,8 @@ class NodeTable {
     std::mutex mu;  // leaf
     std::unordered_map<const void*, Node*> nodes;
   };
+  std::mutex tenants_mu_;  // after a Shard::mu
+  std::unordered_multimap<std::string, Node*> tenant_nodes_;  // guarded by tenants_mu_
   Shard& ShardFor(const void* key) {
     return shards_[(reinterpret_cast<uintptr_t>(key) >> 4) % kShards];
   }
@@ -108,6 +152,10 @@ class NodeTable {
 
 struct Handle {
   std::shared_ptr<File> file;
+  // False for an application's handle on a replica's db, journal or -wal: its
+  // writes fail with EROFS even though the open was granted (a -wal opened
+  // read-write by a WAL reader).
+  bool may_write = true;
 };
 
 struct DirHandle {
@@ -126,6 +174,16 @@ struct FuseServer::Impl {
   std::atomic<pthread_t> loop_thread{pthread_t{}};  // set by Run, read by Exit (another thread)
   NodeTable nodes;
   Node root;
+  Node primary;  // <mount>/.primary (replica); static like root, never forgotten
+  double negative_timeout = kCacheSeconds;  // 0 on a replica: names appear behind our back
+  std::atomic<bool> notify_ok{false};       // mounted: invalidations may reach the kernel
+
+  // The text of .primary ("URL\n"), or "" when there is none now.
+  std::string PrimaryText() const {
+    if (!options.read_only || !options.primary_url) return "";
+    std::string url = options.primary_url();
+    return url.empty() ? url : url + "\n";
+  }
 
   Node* NodeOf(fuse_ino_t ino) {
     if (ino == FUSE_ROOT_ID) return &root;
@@ -133,6 +191,10 @@ struct FuseServer::Impl {
   }
   fuse_ino_t InoOf(Node* n) {
     return n == &root ? FUSE_ROOT_ID : reinterpret_cast<fuse_ino_t>(n);
+  }
+  // Nodes that live as long as the server: the kernel's forgets do not free them.
+  bool IsStatic(fuse_ino_t ino) {
+    return ino == FUSE_ROOT_ID || ino == reinterpret_cast<fuse_ino_t>(&primary);
   }
 };
 
@@ -182,11 +244,25 @@ Result<struct stat> StatPos(FuseServer::Impl* c, Node* n) {
   return st;
 }
 
+// .primary: a 0444 file as big as its current text; NotFound while there is none.
+Result<struct stat> StatPrimary(FuseServer::Impl* c) {
+  std::string text = c->PrimaryText();
+  if (text.empty()) return Status::NotFound("no primary known");
+  auto st = c->store->StatRoot();
+  if (!st.ok()) return st;
+  st->st_mode = S_IFREG | 0444;
+  st->st_nlink = 1;
+  st->st_size = static_cast<off_t>(text.size());
+  st->st_blocks = 1;
+  return st;
+}
+
 Result<struct stat> StatNode(FuseServer::Impl* c, Node* n) {
-  Result<struct stat> st = n->type == Node::Type::kRoot     ? c->store->StatRoot()
-                           : n->type == Node::Type::kTenant ? c->store->StatTenant(*n->tenant)
-                           : n->type == Node::Type::kPos    ? StatPos(c, n)
-                                                            : c->store->StatFile(*n->file);
+  Result<struct stat> st = n->type == Node::Type::kRoot      ? c->store->StatRoot()
+                           : n->type == Node::Type::kTenant  ? c->store->StatTenant(*n->tenant)
+                           : n->type == Node::Type::kPos     ? StatPos(c, n)
+                           : n->type == Node::Type::kPrimary ? StatPrimary(c)
+                                                             : c->store->StatFile(*n->file);
   if (st.ok()) st->st_ino = c->InoOf(n);
   return st;
 }
@@ -204,15 +280,16 @@ void ReplyEntry(fuse_req_t req, FuseServer::Impl* c, Node* n, const struct stat&
   e.attr.st_ino = e.ino;
   e.attr_timeout = timeout;
   e.entry_timeout = timeout;
-  if (fuse_reply_entry(req, &e) != 0) {
+  if (fuse_reply_entry(req, &e) != 0 && !c->IsStatic(e.ino)) {
     // The kernel did not take the reference (e.g. the request was interrupted).
     c->nodes.Forget(n, 1);
   }
 }
 
 // A cached negative entry: the name stays absent until a create through the
-// kernel makes it. Names tenantfs makes appear on its own (-pos) are not cached.
-void ReplyNoEntry(fuse_req_t req, double timeout = kCacheSeconds) {
+// kernel makes it. Names tenantfs makes appear on its own (-pos, .primary, and
+// on a replica every name: the applier makes them) are not cached.
+void ReplyNoEntry(fuse_req_t req, double timeout) {
   fuse_entry_param e;
   std::memset(&e, 0, sizeof(e));
   e.ino = 0;
@@ -225,6 +302,31 @@ bool IsPosName(const char* name) {
   return parsed && parsed->kind == tenancy::FileKind::kPos;
 }
 
+// ---- Replica policy (fuse/README.md "Replicas") ----
+// Applications may not change anything but what SQLite's readers of a WAL
+// database need: -wal and -shm created and opened read-write, -shm written and
+// truncated. Applier threads of this daemon may open any existing file read-write.
+
+bool FromApplier(fuse_req_t req) { return IsApplierThread(fuse_req_ctx(req)->pid); }
+
+bool IsKind(Node* n, tenancy::FileKind kind) {
+  return n->type == Node::Type::kFile && n->file->kind() == kind;
+}
+
+// May this request change node n's data or metadata?
+bool MayModify(FuseServer::Impl* c, fuse_req_t req, Node* n) {
+  if (!c->options.read_only) return true;
+  return IsKind(n, tenancy::FileKind::kShm) || FromApplier(req);
+}
+
+// May a create of `name` proceed? A replica's readers create -wal and -shm only.
+bool MayCreate(FuseServer::Impl* c, const char* name) {
+  if (!c->options.read_only) return true;
+  auto parsed = tenancy::ParseFileName(name);
+  return parsed &&
+         (parsed->kind == tenancy::FileKind::kWal || parsed->kind == tenancy::FileKind::kShm);
+}
+
 void OpInit(void* userdata, fuse_conn_info* conn) {
   // Locks: no getlk/setlk handlers, so the kernel keeps POSIX locks itself
   // (fuse/README.md). Data: cached across opens, invalidated explicitly.
@@ -233,6 +335,9 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
   if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  // open(O_TRUNC) then reaches us as a setattr of size 0, queued like any
+  // truncation (libfuse asks for ATOMIC_O_TRUNC by default, and open ignores it).
+  conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
   conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
 }
 
@@ -242,9 +347,17 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
     Node* p = c->NodeOf(parent);
     switch (p->type) {
       case Node::Type::kRoot: {
+        if (name == kPrimaryName) {
+          // Present only while a replica knows its primary: never cached either way.
+          auto st = StatPrimary(c);
+          if (!st.ok()) return ReplyNoEntry(req, 0);
+          return ReplyEntry(req, c, &c->primary, st.value(), 0);
+        }
         auto t = c->store->LookupTenant(name);
         if (!t.ok()) {
-          if (t.status().code() == Status::Code::kNotFound) return ReplyNoEntry(req);
+          if (t.status().code() == Status::Code::kNotFound) {
+            return ReplyNoEntry(req, c->negative_timeout);
+          }
           return ReplyStatus(req, t.status());
         }
         auto st = c->store->StatTenant(*t.value());
@@ -270,7 +383,9 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
         }
         auto f = c->store->LookupFile(p->tenant, name);
         if (!f.ok()) {
-          if (f.status().code() == Status::Code::kNotFound) return ReplyNoEntry(req);
+          if (f.status().code() == Status::Code::kNotFound) {
+            return ReplyNoEntry(req, c->negative_timeout);
+          }
           return ReplyStatus(req, f.status());
         }
         auto st = c->store->StatFile(*f.value());
@@ -280,6 +395,7 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
       }
       case Node::Type::kFile:
       case Node::Type::kPos:
+      case Node::Type::kPrimary:
         return (void)fuse_reply_err(req, ENOTDIR);
     }
   });
@@ -287,14 +403,16 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
 
 void OpForget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
   auto* c = Ctx(req);
-  if (ino != FUSE_ROOT_ID) c->nodes.Forget(c->NodeOf(ino), nlookup);
+  if (!c->IsStatic(ino)) c->nodes.Forget(c->NodeOf(ino), nlookup);
   fuse_reply_none(req);
 }
 
 void OpForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
   auto* c = Ctx(req);
   for (size_t i = 0; i < count; ++i) {
-    if (forgets[i].ino != FUSE_ROOT_ID) c->nodes.Forget(c->NodeOf(forgets[i].ino), forgets[i].nlookup);
+    if (!c->IsStatic(forgets[i].ino)) {
+      c->nodes.Forget(c->NodeOf(forgets[i].ino), forgets[i].nlookup);
+    }
   }
   fuse_reply_none(req);
 }
@@ -302,9 +420,10 @@ void OpForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
 void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Guard(req, Op::kGetattr, [&] {
     auto* c = Ctx(req);
-    auto st = StatNode(c, c->NodeOf(ino));
+    Node* n = c->NodeOf(ino);
+    auto st = StatNode(c, n);
     if (!st.ok()) return ReplyStatus(req, st.status());
-    fuse_reply_attr(req, &st.value(), kCacheSeconds);
+    fuse_reply_attr(req, &st.value(), n->type == Node::Type::kPrimary ? 0 : kCacheSeconds);
   });
 }
 
@@ -313,7 +432,10 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
   Guard(req, Op::kSetattr, [&] {
     auto* c = Ctx(req);
     Node* n = c->NodeOf(ino);
-    if (n->type == Node::Type::kPos) return (void)fuse_reply_err(req, EPERM);
+    if (!MayModify(c, req, n)) return (void)fuse_reply_err(req, EROFS);
+    if (n->type == Node::Type::kPos || n->type == Node::Type::kPrimary) {
+      return (void)fuse_reply_err(req, EPERM);
+    }
     if (n->type != Node::Type::kFile) {
       // Tenant directories and the root keep the mode they were made with.
       if (to_set & (FUSE_SET_ATTR_SIZE)) return (void)fuse_reply_err(req, EISDIR);
@@ -367,6 +489,7 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
 void OpMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
   Guard(req, Op::kMkdir, [&] {
     auto* c = Ctx(req);
+    if (c->options.read_only) return (void)fuse_reply_err(req, EROFS);
     Node* p = c->NodeOf(parent);
     if (p->type != Node::Type::kRoot) {
       return ReplyStatus(req, Status::NotSupported("nested directories are not supported"));
@@ -383,6 +506,7 @@ void OpMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
 void OpRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
   Guard(req, Op::kRmdir, [&] {
     auto* c = Ctx(req);
+    if (c->options.read_only) return (void)fuse_reply_err(req, EROFS);
     Node* p = c->NodeOf(parent);
     if (p->type == Node::Type::kTenant) {
       auto f = c->store->LookupFile(p->tenant, name);
@@ -396,6 +520,7 @@ void OpRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
 void OpUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
   Guard(req, Op::kUnlink, [&] {
     auto* c = Ctx(req);
+    if (c->options.read_only) return (void)fuse_reply_err(req, EROFS);
     Node* p = c->NodeOf(parent);
     if (p->type == Node::Type::kRoot) {
       auto t = c->store->LookupTenant(name);
@@ -426,6 +551,7 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
               fuse_file_info* fi) {
   Guard(req, Op::kCreate, [&] {
     auto* c = Ctx(req);
+    if (!MayCreate(c, name)) return (void)fuse_reply_err(req, EROFS);
     Node* p = c->NodeOf(parent);
     if (p->type != Node::Type::kTenant) {
       return ReplyStatus(req, Status::NotSupported("only databases live in tenant directories"));
@@ -434,8 +560,12 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     bool exclusive = (fi->flags & O_EXCL) != 0;
     fuse_file_info info = *fi;
     std::shared_ptr<Tenant> tenant = p->tenant;
+    // On a replica only -wal and -shm get here, and only -shm is written.
+    auto parsed = tenancy::ParseFileName(name);
+    bool may_write = !c->options.read_only || (parsed && parsed->kind == tenancy::FileKind::kShm);
     c->store->CreateFile(tenant, name, mode, exclusive,
-                         [req, c, tenant, info](Result<std::shared_ptr<File>> f) mutable {
+                         [req, c, tenant, info,
+                          may_write](Result<std::shared_ptr<File>> f) mutable {
       GuardUntimed(req, Op::kCreate, [&] {
         if (!f.ok()) return ReplyStatus(req, f.status());
         std::shared_ptr<File> file = std::move(f.value());
@@ -455,7 +585,7 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
         e.attr.st_ino = e.ino;
         e.attr_timeout = kCacheSeconds;
         e.entry_timeout = kCacheSeconds;
-        auto* h = new Handle{file};
+        auto* h = new Handle{file, may_write};
         info.fh = reinterpret_cast<uint64_t>(h);
         info.keep_cache = 1;
         if (fuse_reply_create(req, &e, &info) != 0) {
@@ -472,12 +602,26 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Guard(req, Op::kOpen, [&] {
     auto* c = Ctx(req);
     Node* n = c->NodeOf(ino);
-    if (n->type == Node::Type::kPos) {
-      if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+    bool wants_write = (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC);
+    bool may_write = true;
+    if (c->options.read_only && wants_write && !FromApplier(req)) {
+      // SQLite answers EROFS on the database or journal by reopening it
+      // read-only; a WAL reader needs -wal and -shm read-write, but only -shm
+      // is written (its read marks).
+      bool reader_rw = (IsKind(n, tenancy::FileKind::kWal) && !(fi->flags & O_TRUNC)) ||
+                       IsKind(n, tenancy::FileKind::kShm);
+      if (!reader_rw) return (void)fuse_reply_err(req, EROFS);
+      may_write = IsKind(n, tenancy::FileKind::kShm);
+    }
+    if (n->type == Node::Type::kPos || n->type == Node::Type::kPrimary) {
+      if (wants_write) {
         return (void)fuse_reply_err(req, EACCES);  // a 0444 file, even for root
       }
+      if (n->type == Node::Type::kPrimary && c->PrimaryText().empty()) {
+        return (void)fuse_reply_err(req, ENOENT);
+      }
       fi->fh = 0;
-      fi->direct_io = 1;  // always the current position, never a cached page
+      fi->direct_io = 1;  // always the current text, never a cached page
       fuse_reply_open(req, fi);
       return;
     }
@@ -488,7 +632,7 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     if (n->file->unlinked()) return (void)fuse_reply_err(req, ESTALE);
     Status s = n->file->Acquire();
     if (!s.ok()) return ReplyStatus(req, s);
-    auto* h = new Handle{n->file};
+    auto* h = new Handle{n->file, may_write};
     fi->fh = reinterpret_cast<uint64_t>(h);
     fi->keep_cache = 1;
     if (fuse_reply_open(req, fi) != 0) {
@@ -500,7 +644,7 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto* h = reinterpret_cast<Handle*>(fi->fh);
-  if (h == nullptr) return (void)fuse_reply_err(req, 0);  // a -pos handle
+  if (h == nullptr) return (void)fuse_reply_err(req, 0);  // a -pos or .primary handle
   h->file->Release();
   delete h;
   fuse_reply_err(req, 0);
@@ -510,6 +654,12 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
   Guard(req, Op::kRead, [&] {
     auto* c = Ctx(req);
     auto* h = reinterpret_cast<Handle*>(fi->fh);
+    if (h == nullptr && c->NodeOf(ino)->type == Node::Type::kPrimary) {
+      std::string text = c->PrimaryText();  // "" once the primary is unknown: EOF
+      size_t from = std::min(static_cast<size_t>(off), text.size());
+      fuse_reply_buf(req, text.data() + from, std::min(size, text.size() - from));
+      return;
+    }
     if (h == nullptr) {  // -pos
       Node* n = c->NodeOf(ino);
       c->store->ReadPosition(n->db, [req, size, off](Result<tenancy::Position> pos) {
@@ -533,6 +683,7 @@ void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_
   Guard(req, Op::kWrite, [&] {
     auto* c = Ctx(req);
     auto* h = reinterpret_cast<Handle*>(fi->fh);
+    if (!h->may_write) return (void)fuse_reply_err(req, EROFS);
     // The payload belongs to this worker's receive buffer: copy before queueing.
     c->store->Write(h->file, std::string(data, size), off, [req](Result<size_t> n) {
       if (!n.ok()) return ReplyStatus(req, n.status());
@@ -554,6 +705,7 @@ void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t l
   Guard(req, Op::kOther, [&] {
     auto* c = Ctx(req);
     auto* h = reinterpret_cast<Handle*>(fi->fh);
+    if (!h->may_write) return (void)fuse_reply_err(req, EROFS);
     c->store->Fallocate(h->file, mode, offset, length, [req](Status s) { ReplyStatus(req, s); });
   });
 }
@@ -569,6 +721,10 @@ void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     mode_t type = S_IFDIR;
     if (n->type == Node::Type::kRoot) {
       names = c->store->ListTenants();
+      if (!c->PrimaryText().empty()) {
+        d->names.emplace_back(kPrimaryName);
+        d->types.push_back(S_IFREG);
+      }
     } else if (n->type == Node::Type::kTenant) {
       names = c->store->ListFiles(*n->tenant);
       type = S_IFREG;
@@ -637,7 +793,10 @@ void OpStatfs(fuse_req_t req, fuse_ino_t ino) {
   fuse_reply_statfs(req, &sv);
 }
 
-void OpNotSupported(fuse_req_t req) { fuse_reply_err(req, EPERM); }
+// EPERM, or on a replica EROFS (which Linux checks first on a read-only mount).
+void OpNotSupported(fuse_req_t req) {
+  fuse_reply_err(req, Ctx(req)->options.read_only ? EROFS : EPERM);
+}
 void OpSymlink(fuse_req_t req, const char*, fuse_ino_t, const char*) { OpNotSupported(req); }
 void OpLink(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) { OpNotSupported(req); }
 void OpMknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) { OpNotSupported(req); }
@@ -697,6 +856,8 @@ Result<std::unique_ptr<FuseServer>> FuseServer::Mount(tenancy::Store* store,
   impl->executor = executor;
   impl->options = options;
   impl->root.type = Node::Type::kRoot;
+  impl->primary.type = Node::Type::kPrimary;
+  if (options.read_only) impl->negative_timeout = 0;
 
   std::vector<std::string> argv_s = {"tenantfs", "-o",
                                      "fsname=tenantfs,subtype=tenantfs,default_permissions"};
@@ -713,6 +874,7 @@ Result<std::unique_ptr<FuseServer>> FuseServer::Mount(tenancy::Store* store,
                                    " (is /dev/fuse available and the dir empty?)");
   }
   impl->mounted = true;
+  impl->notify_ok.store(true);
   return std::unique_ptr<FuseServer>(new FuseServer(std::move(impl)));
 }
 
@@ -751,7 +913,60 @@ void FuseServer::Exit() {
 void FuseServer::Unmount() {
   if (!impl_->mounted) return;
   impl_->mounted = false;
+  impl_->notify_ok.store(false);
   fuse_session_unmount(impl_->se);
+}
+
+bool FuseServer::RegisterApplierThread() {
+  pid_t tid = ::gettid();
+  for (auto& slot : g_appliers) {
+    if (slot.load(std::memory_order_acquire) == tid) return true;
+  }
+  for (auto& slot : g_appliers) {
+    pid_t free_slot = 0;
+    if (slot.compare_exchange_strong(free_slot, tid, std::memory_order_acq_rel)) return true;
+  }
+  LOG_ERROR("too many applier threads", {{"max", std::to_string(kMaxApplierThreads)}});
+  return false;
+}
+
+void FuseServer::UnregisterApplierThread() {
+  pid_t tid = ::gettid();
+  for (auto& slot : g_appliers) {
+    pid_t mine = tid;
+    slot.compare_exchange_strong(mine, 0, std::memory_order_acq_rel);
+  }
+}
+
+// The notify writes to /dev/fuse and returns once the kernel has dropped what
+// it caches; that may wait on FUSE requests (directory locks, dirty -shm pages
+// written back), hence the REQUIRES in the header. ENOENT: the kernel holds no
+// such inode or name, which is what we wanted.
+void FuseServer::InvalidateData(const tenancy::File* file) {
+  if (file == nullptr || !impl_->notify_ok.load()) return;
+  Node* n = impl_->nodes.Find(file);
+  if (n == nullptr) return;
+  // Only the number is used: the node may be forgotten meanwhile (the kernel
+  // then answers ENOENT).
+  int rc = fuse_lowlevel_notify_inval_inode(impl_->se, impl_->InoOf(n), 0, 0);
+  if (rc != 0 && rc != -ENOENT) {
+    LOG_WARN("inode invalidation failed", {{"file", file->path()}, {"error", std::strerror(-rc)}});
+  }
+}
+
+void FuseServer::InvalidateEntry(std::string_view tenant, std::string_view name) {
+  if (tenant.empty() || !impl_->notify_ok.load()) return;
+  auto notify = [this](fuse_ino_t parent, std::string_view n) {
+    int rc = fuse_lowlevel_notify_inval_entry(impl_->se, parent, n.data(), n.size());
+    if (rc != 0 && rc != -ENOENT) {
+      LOG_WARN("entry invalidation failed",
+               {{"name", std::string(n)}, {"error", std::strerror(-rc)}});
+    }
+  };
+  if (name.empty()) return notify(FUSE_ROOT_ID, tenant);
+  // Under every inode the kernel holds for a tenant of that name; none: the
+  // kernel caches nothing below it.
+  for (uintptr_t ino : impl_->nodes.TenantInos(tenant)) notify(ino, name);
 }
 
 }  // namespace fuse

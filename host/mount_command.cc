@@ -166,6 +166,9 @@ int RunMount(const Config& config) {
   fopts.mount_dir = config.fuse_dir;
   fopts.allow_other = config.allow_other;
   fopts.metrics = &node_metrics;
+  fopts.read_only = !config.lease_candidate;  // static lease: a non-candidate is a replica
+  // For now the configured URL; the replication client will answer "" while disconnected.
+  fopts.primary_url = [url = config.primary_url] { return url; };
   auto server = fuse::FuseServer::Mount(store.value().get(), executor.get(), fopts);
   if (!server.ok()) return Fail(1, server.status().ToString());
   node_http->Start(store.value().get());  // HTTP: serve once the mount is up
