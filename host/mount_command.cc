@@ -25,6 +25,8 @@
 #include "fuse/fuse_fs.h"
 #include "host/node_http.h"  // HTTP API and metrics
 #include "metrics/log.h"
+#include "replication/stream_client.h"
+#include "replication/stream_server.h"
 #include "tenancy/executor.h"
 #include "tenancy/store.h"
 
@@ -166,12 +168,58 @@ int RunMount(const Config& config) {
   fopts.mount_dir = config.fuse_dir;
   fopts.allow_other = config.allow_other;
   fopts.metrics = &node_metrics;
-  fopts.read_only = !config.lease_candidate;  // static lease: a non-candidate is a replica
-  // For now the configured URL; the replication client will answer "" while disconnected.
-  fopts.primary_url = [url = config.primary_url] { return url; };
+  const bool replica = !config.lease_candidate;  // static lease: a non-candidate is a replica
+  fopts.read_only = replica;
+  // .primary: the primary's URL while the stream is connected, absent otherwise.
+  std::atomic<replication::StreamClient*> client_ptr{nullptr};
+  fopts.primary_url = [&client_ptr]() -> std::string {
+    replication::StreamClient* c = client_ptr.load();
+    return c == nullptr ? std::string() : c->connected_primary();
+  };
   auto server = fuse::FuseServer::Mount(store.value().get(), executor.get(), fopts);
   if (!server.ok()) return Fail(1, server.status().ToString());
-  node_http->Start(store.value().get());  // HTTP: serve once the mount is up
+
+  // ---- replication ----
+  std::unique_ptr<replication::StreamHub> hub;
+  std::unique_ptr<replication::StreamClient> client;
+  if (!replica) {
+    auto cluster = replication::EnsureClusterId(config.data_dir);
+    if (!cluster.ok()) return Fail(1, "cluster id: " + cluster.status().ToString());
+    replication::StreamHub::Options ho;
+    ho.store = store.value().get();
+    ho.metrics = &node_metrics;
+    ho.cluster_id = cluster.value();
+    ho.node_id = config.node_id;
+    ho.advertise_url = config.advertise_url;
+    // Test hook (fault tests): corrupt every Nth change-set piece sent.
+    if (const char* every = std::getenv("TENANTFS_TEST_CORRUPT_EVERY")) {
+      ho.corrupt_every = std::strtoull(every, nullptr, 10);
+    }
+    hub = std::make_unique<replication::StreamHub>(ho);
+    replication::StreamHub* h = hub.get();
+    store.value()->SetChangeListener(
+        [h](const std::string& t, const std::string& d) { h->Notify(t, d); });
+  } else {
+    fuse::FuseServer* fs = server.value().get();
+    replication::StreamClient::Options co;
+    co.store = store.value().get();
+    co.metrics = &node_metrics;
+    co.primary_url = config.primary_url;
+    co.token = config.http_token;
+    co.node_id = config.node_id;
+    co.data_dir = config.data_dir;
+    co.mount_dir = config.fuse_dir;
+    co.invalidate_data = [fs](const tenancy::File* f) { fs->InvalidateData(f); };
+    co.invalidate_entry = [fs](const std::string& t, const std::string& n) {
+      fs->InvalidateEntry(t, n);
+    };
+    co.applier_thread_started = [] { fuse::FuseServer::RegisterApplierThread(); };
+    auto started_client = replication::StreamClient::Start(co);
+    if (!started_client.ok()) return Fail(2, started_client.status().ToString());
+    client = std::move(started_client.value());
+    client_ptr.store(client.get());
+  }
+  node_http->Start(store.value().get(), hub.get(), client.get());  // HTTP: serve once the mount is up
 
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                 std::chrono::steady_clock::now() - started).count();
@@ -193,7 +241,7 @@ int RunMount(const Config& config) {
   std::thread housekeeping([&] {
     auto next_retention = std::chrono::steady_clock::now() + retention_every;
     std::unique_lock lock(hk_mu);
-    while (!hk_cv.wait_for(lock, sweep_every, [&] { return hk_stop; })) {
+    while (!hk_cv.wait_for(lock, std::min(sweep_every, retention_every), [&] { return hk_stop; })) {
       lock.unlock();
       size_t closed = store.value()->SweepIdle();
       if (closed > 0) LOG_DEBUG("closed idle databases", {{"count", std::to_string(closed)}});

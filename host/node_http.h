@@ -32,7 +32,10 @@ class NodeHttp {
 
   // Installs the metrics collector and starts serving. REQUIRES: the mount is
   // up; `store` outlives Stop().
-  void Start(tenancy::Store* store);
+  // `hub` (primary) or `client` (replica) may be null; they must outlive Stop(),
+  // which stops them first (the client's appliers are clients of the mount).
+  void Start(tenancy::Store* store, replication::StreamHub* hub = nullptr,
+             replication::StreamClient* client = nullptr);
   // Stops accepting, gives requests in flight a bounded time to finish, closes
   // the rest and removes the collector. Idempotent.
   void Stop();
@@ -43,6 +46,8 @@ class NodeHttp {
   metrics::Metrics* const metrics_;
   std::unique_ptr<replication::HttpServer> server_;
   const bool primary_;
+  replication::StreamHub* hub_ = nullptr;
+  replication::StreamClient* client_ = nullptr;
   std::mutex stop_mu_;    // held across the server's Stop; nothing else takes it
   bool stopped_ = false;  // guarded by stop_mu_
 };

@@ -11,6 +11,8 @@
 #include <memory>
 #include <vector>
 
+#include "replication/stream_client.h"
+#include "replication/stream_server.h"
 #include "tenancy/names.h"
 #include "tenancy/store.h"
 
@@ -221,7 +223,31 @@ std::string InfoJson(const NodeContext& ctx) {
   out += ctx.primary_url.empty() ? "null" : JsonString(ctx.primary_url);
   out += ", \"tenants\": " + std::to_string(c.tenants);
   out += ", \"databases\": " + std::to_string(c.databases);
-  out += ", \"databases_open\": " + std::to_string(open) + "}\n";
+  out += ", \"databases_open\": " + std::to_string(open);
+  if (ctx.hub != nullptr) {
+    out += ", \"replicas\": [";
+    bool first = true;
+    for (const ReplicaInfo& r : ctx.hub->Replicas()) {
+      out += first ? "" : ", ";
+      first = false;
+      char lag[32];
+      std::snprintf(lag, sizeof(lag), "%.3f", r.lag_seconds);
+      out += "{\"node\": " + JsonString(r.node_id) + ", \"peer\": " + JsonString(r.peer) +
+             ", \"databases\": " + std::to_string(r.databases) +
+             ", \"behind\": " + std::to_string(r.behind) + ", \"lag_seconds\": " + lag + "}";
+    }
+    out += "]";
+  }
+  if (ctx.client != nullptr) {
+    std::string connected = ctx.client->connected_primary();
+    out += ", \"connected\": ";
+    out += connected.empty() ? "false" : "true";
+    char lag[32];
+    std::snprintf(lag, sizeof(lag), "%.3f", ctx.client->lag_seconds());
+    out += ", \"lag_seconds\": " + std::string(lag);
+    out += ", \"databases_behind\": " + std::to_string(ctx.client->databases_behind());
+  }
+  out += "}\n";
   return out;
 }
 

@@ -23,6 +23,9 @@ class Store;
 
 namespace replication {
 
+class StreamHub;
+class StreamClient;
+
 // What the API needs from the node; host fills it in. Pointers must outlive
 // the server.
 struct NodeContext {
@@ -37,6 +40,8 @@ struct NodeContext {
   std::string token;        // http.token; empty = no authentication
   bool primary = true;      // role
   std::string primary_url;  // the primary's URL; empty = unknown (JSON null)
+  StreamHub* hub = nullptr;        // primary: serves /v1/stream (null on a replica)
+  StreamClient* client = nullptr;  // replica: its stream (primary URL while connected)
 };
 
 struct Route {

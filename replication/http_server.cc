@@ -12,6 +12,7 @@
 #include <boost/asio/thread_pool.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
@@ -26,12 +27,14 @@
 
 #include "metrics/log.h"
 #include "metrics/metrics.h"
+#include "replication/stream_server.h"
 #include "tenancy/store.h"
 
 namespace replication {
 
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace websocket = beast::websocket;
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 using namespace std::chrono_literals;
@@ -311,12 +314,95 @@ class Session : public std::enable_shared_from_this<Session> {
       case K::kImport:
         return StartImport(has_body);
       case K::kWait:
+        return StartWait(req.target());
       case K::kStream:
+        return StartStream();
       case K::kPromote:
-        return Send(Error(501, "not implemented in this build"), false);
+        return Send(Error(501, "promotion needs lease.type etcd, which this build lacks"), false);
       default:
         return Send(Error(404, "no such endpoint"), false);
     }
+  }
+
+  // GET /v1/stream: hand the connection to the stream hub (primary only).
+  void StartStream() {
+    const NodeContext& c = ctx();
+    if (c.hub == nullptr) {
+      return Send(Error(403, "this node is a replica; stream from the primary"), false);
+    }
+    if (!websocket::is_upgrade(header_->get())) {
+      return Send(Error(400, "/v1/stream needs a WebSocket upgrade"), false);
+    }
+    SetBusy(false);
+    closed_ = true;  // the socket is the hub's now
+    stream_.expires_never();
+    c.hub->Accept(stream_.release_socket(), header_->release(), std::move(buffer_));
+  }
+
+  // GET /v1/dbs/{t}/{d}/wait?txid=N&timeout_ms=M: 200 once the TXID is reached.
+  void StartWait(std::string_view target) {
+    uint64_t txid = 0;
+    int64_t timeout_ms = 0;
+    bool have_txid = false;
+    size_t q = target.find('?');
+    std::string_view query = q == std::string_view::npos ? "" : target.substr(q + 1);
+    while (!query.empty()) {
+      size_t amp = query.find('&');
+      std::string_view kv = query.substr(0, amp);
+      query = amp == std::string_view::npos ? "" : query.substr(amp + 1);
+      size_t eq = kv.find('=');
+      if (eq == std::string_view::npos) continue;
+      std::string key(kv.substr(0, eq)), val(kv.substr(eq + 1));
+      char* end = nullptr;
+      errno = 0;
+      unsigned long long v = std::strtoull(val.c_str(), &end, 10);
+      if (val.empty() || *end != 0 || errno != 0 || val[0] == '-') {
+        return Send(Error(400, "bad " + key + " '" + val.substr(0, 40) + "': want a number"), false);
+      }
+      if (key == "txid") {
+        txid = v;
+        have_txid = true;
+      } else if (key == "timeout_ms") {
+        timeout_ms = static_cast<int64_t>(std::min<unsigned long long>(v, 3600000));
+      }
+    }
+    if (!have_txid) return Send(Error(400, "wait needs txid=N"), false);
+    wait_deadline_ = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    wait_txid_ = txid;
+    asio::post(server_->work, [self = shared_from_this(), t = route_.tenant, d = route_.db] {
+      auto db = self->ctx().store->OpenDatabase(t, d, false);
+      std::shared_ptr<tenancy::Database> found;
+      if (db.ok()) {
+        tenancy::Status s = self->ctx().store->RunOn(db.value(), [](tenancy::Capture&) {
+          return tenancy::Status::Ok();
+        });
+        if (s.ok()) found = db.value();
+      }
+      asio::post(self->stream_.get_executor(), [self, found, name = t + "/" + d] {
+        if (!found) return self->Send(Error(404, "no database '" + name + "'"), false);
+        self->wait_db_ = found;
+        self->PollWait();
+      });
+    });
+  }
+
+  void PollWait() {
+    if (closed_) return;
+    uint64_t have = wait_db_->capture().position().txid;
+    if (have >= wait_txid_ || std::chrono::steady_clock::now() >= wait_deadline_ ||
+        server_->stopping.load()) {
+      wait_db_.reset();
+      if (have >= wait_txid_) return Send(Json("{\"txid\": " + std::to_string(have) + "}\n"), false);
+      return Send(Error(504, "TXID " + std::to_string(wait_txid_) + " not reached in time (at " +
+                                 std::to_string(have) + ")"),
+                  false);
+    }
+    if (!wait_timer_) wait_timer_.emplace(stream_.get_executor());
+    wait_timer_->expires_after(std::chrono::milliseconds(1));
+    wait_timer_->async_wait([self = shared_from_this()](beast::error_code ec) {
+      if (ec) return;
+      self->PollWait();
+    });
   }
 
   static Reply Export(HttpServer::Impl* server, const std::string& t, const std::string& d) {
@@ -575,6 +661,10 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // The request in flight.
   std::optional<http::request_parser<http::empty_body>> header_;
+  std::shared_ptr<tenancy::Database> wait_db_;
+  uint64_t wait_txid_ = 0;
+  std::chrono::steady_clock::time_point wait_deadline_;
+  std::optional<asio::steady_timer> wait_timer_;
   std::optional<http::request_parser<http::file_body>> body_;
   std::shared_ptr<TempFile> import_file_;
   Route route_;
@@ -704,11 +794,13 @@ HttpServer::~HttpServer() { Stop(0ms); }
 
 uint16_t HttpServer::port() const { return impl_->port; }
 
-void HttpServer::Start(tenancy::Store* store) {
+void HttpServer::Start(tenancy::Store* store, StreamHub* hub, StreamClient* client) {
   Impl& s = *impl_;
   if (s.started) return;
   s.started = true;
   if (store != nullptr) s.opts.node.store = store;
+  s.opts.node.hub = hub;
+  s.opts.node.client = client;
   s.guard.emplace(s.ioc.get_executor());
   asio::post(s.acceptor.get_executor(), [&s] { s.DoAccept(); });
   for (int i = 0; i < std::max(1, s.opts.io_threads); ++i) {

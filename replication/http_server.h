@@ -48,7 +48,9 @@ class HttpServer {
 
   // Starts the threads and accepting. `store` (when not null) replaces
   // options.node.store. REQUIRES: called once; a store is set by now.
-  void Start(tenancy::Store* store = nullptr);
+  // `hub` (primary) serves /v1/stream; `client` (replica) feeds /v1/info.
+  void Start(tenancy::Store* store = nullptr, StreamHub* hub = nullptr,
+             StreamClient* client = nullptr);
   // Stops accepting and closes idle connections; requests in flight get up to
   // `grace` to finish (transfers still running then are abandoned and leave
   // their database as it was); then every connection is closed and the

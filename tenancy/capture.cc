@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -74,6 +75,12 @@ Status PreadFull(int fd, char* buf, size_t n, uint64_t off, const std::string& w
   return Status::Ok();
 }
 
+std::string FormatHex(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
 bool AllZero(std::string_view d) {
   return std::all_of(d.begin(), d.end(), [](char c) { return c == 0; });
 }
@@ -97,8 +104,11 @@ void Capture::Publish() {
   p.pages = pages_;
   p.db_id = db_id_;
   p.timestamp_ms = log_ ? log_->tail().timestamp_ms : 0;
-  std::lock_guard lock(pos_mu_);
-  published_ = p;
+  {
+    std::lock_guard lock(pos_mu_);
+    published_ = p;
+  }
+  if (env_.on_commit) env_.on_commit(p);
 }
 
 Status Capture::Fail(Status s) {
@@ -773,5 +783,172 @@ uint64_t Capture::TrimOldest() {
 }
 
 int64_t Capture::OldestTrimmable() const { return log_ ? log_->OldestSegmentTime() : INT64_MAX; }
+
+// ---- Replication ----
+
+Status Capture::ReadCommitted(uint32_t first, uint32_t max, std::vector<uint32_t>* pgnos,
+                              std::string* images, uint32_t* next) {
+  *next = 0;
+  if (!loaded_) return Status::FailedPrecondition("capture not loaded");
+  if (journal_hot_) return Status::FailedPrecondition("a transaction is open");
+  if (page_size_ == 0 || first == 0 || first > pages_) return Status::Ok();
+  uint32_t lock = LockPage(page_size_);
+  uint32_t last = first + std::min(max, pages_ - first + 1) - 1;
+  std::vector<char> buf(page_size_);
+  for (uint32_t p = first; p <= last; ++p) {
+    if (p == lock) continue;
+    Status s = ReadLogicalPage(p, buf.data());
+    if (!s.ok()) return s;
+    pgnos->push_back(p);
+    images->append(buf.data(), page_size_);
+  }
+  *next = last < pages_ ? last + 1 : 0;
+  return Status::Ok();
+}
+
+Status Capture::PageCrcs(uint32_t first, uint32_t max, uint32_t* page_size,
+                         std::vector<uint64_t>* crcs) {
+  *page_size = page_size_;
+  if (page_size_ == 0 || first == 0 || first > pages_) return Status::Ok();
+  uint32_t last = first + std::min(max, pages_ - first + 1) - 1;
+  uint32_t lock = LockPage(page_size_);
+  std::vector<char> buf(page_size_);
+  for (uint32_t p = first; p <= last; ++p) {
+    if (p == lock) {
+      crcs->push_back(0);
+      continue;
+    }
+    Status s = ReadLogicalPage(p, buf.data());
+    if (!s.ok()) return s;
+    crcs->push_back(PageCrc(p, buf.data(), page_size_));
+  }
+  return Status::Ok();
+}
+
+Status Capture::ApplyRemote(const ChangeSet& cs) {
+  if (Status s = Load(); !s.ok()) return s;
+  const bool snapshot = (cs.flags & ChangeSet::kFlagSnapshot) != 0;
+  const bool fresh = txid_ == 0 && pages_ == 0;
+  if (!snapshot) {
+    if (!fresh && cs.db_id != db_id_) {
+      return Status::FailedPrecondition("change set of another incarnation of the database");
+    }
+    if (cs.min_txid != txid_ + 1) {
+      return Status::FailedPrecondition("change set " + std::to_string(cs.min_txid) +
+                                        " does not follow TXID " + std::to_string(txid_));
+    }
+    if (cs.pre_checksum != checksum_) {
+      return Status::FailedPrecondition("change set " + std::to_string(cs.min_txid) +
+                                        " starts from another checksum");
+    }
+  }
+  auto fd = MainFd();
+  if (!fd.ok()) return fd.status();
+  const bool same_size = page_size_ == cs.page_size && !snapshot;
+  uint64_t sum = same_size ? (checksum_ & ~kEmptyChecksum) : 0;
+  std::vector<char> old(cs.page_size);
+  for (size_t i = 0; i < cs.pgnos.size(); ++i) {
+    uint32_t p = cs.pgnos[i];
+    const char* image = cs.pages.data() + i * size_t{cs.page_size};
+    if (same_size && p <= pages_) {
+      Status s = ReadMainPage(p, old.data());
+      if (!s.ok()) return s;
+      sum ^= PageCrc(p, old.data(), page_size_);
+    }
+    sum ^= PageCrc(p, image, cs.page_size);
+    off_t off = static_cast<off_t>(uint64_t{p - 1} * cs.page_size);
+    size_t done = 0;
+    while (done < cs.page_size) {
+      ssize_t n = ::pwrite(fd.value(), image + done, cs.page_size - done, off + static_cast<off_t>(done));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return Fail(Status::FromErrno(errno, "write " + env_.main_path));
+      }
+      done += static_cast<size_t>(n);
+    }
+  }
+  if (same_size) {
+    uint32_t lock = LockPage(page_size_);
+    for (uint32_t p = cs.commit_pages + 1; p <= pages_; ++p) {  // dropped by the new size
+      if (p == lock) continue;
+      Status s = ReadMainPage(p, old.data());
+      if (!s.ok()) return s;
+      sum ^= PageCrc(p, old.data(), page_size_);
+    }
+  }
+  if (::ftruncate(fd.value(), static_cast<off_t>(uint64_t{cs.commit_pages} * cs.page_size)) != 0) {
+    return Fail(Status::FromErrno(errno, "truncate " + env_.main_path));
+  }
+  if (::fdatasync(fd.value()) != 0) return Fail(Status::FromErrno(errno, "sync " + env_.main_path));
+  page_size_ = cs.page_size;
+  pages_ = cs.commit_pages;
+  if (!same_size) {
+    auto full = ComputeChecksum();
+    if (!full.ok()) return full.status();
+    sum = full.value();
+  }
+  sum |= kEmptyChecksum;
+  if (sum != cs.post_checksum) {
+    checksum_ = sum;  // the primary sees the divergence and sends a snapshot
+    Publish();
+    return Status::DataLoss("after applying change set " + std::to_string(cs.max_txid) +
+                            " the checksum is " + FormatHex(sum) + ", the primary's is " +
+                            FormatHex(cs.post_checksum));
+  }
+  std::string encoded = EncodeChangeSet(cs);
+  Position pos;
+  pos.txid = cs.max_txid;
+  pos.checksum = sum;
+  pos.page_size = page_size_;
+  pos.pages = pages_;
+  pos.timestamp_ms = cs.timestamp_ms;
+  pos.db_id = cs.db_id;
+  Status s = log_->Append(encoded, pos, env_.now_ms());
+  log_fd_open_.store(log_->fd_open(), std::memory_order_relaxed);
+  if (!s.ok()) return Fail(s);
+  if (Status ss = log_->Sync(); !ss.ok()) return Fail(ss);
+  txid_ = cs.max_txid;
+  checksum_ = sum;
+  db_id_ = cs.db_id;
+  if (env_.stats) env_.stats->log_bytes.fetch_add(static_cast<int64_t>(encoded.size() + 4));
+  Publish();
+  return Status::Ok();
+}
+
+Status Capture::InstallSnapshot(const Position& pos,
+                                const std::function<Status(int fd)>& write_pages) {
+  if (Status s = Load(); !s.ok()) return s;
+  auto fd = MainFd();
+  if (!fd.ok()) return fd.status();
+  if (Status s = write_pages(fd.value()); !s.ok()) return Fail(s);
+  if (::ftruncate(fd.value(), static_cast<off_t>(uint64_t{pos.pages} * pos.page_size)) != 0) {
+    return Fail(Status::FromErrno(errno, "truncate " + env_.main_path));
+  }
+  if (::fdatasync(fd.value()) != 0) return Fail(Status::FromErrno(errno, "sync " + env_.main_path));
+  ResetWal();
+  page_size_ = pos.page_size;
+  pages_ = pos.pages;
+  auto sum = ComputeChecksum();
+  if (!sum.ok()) return sum.status();
+  if (sum.value() != pos.checksum) {
+    checksum_ = sum.value();
+    Publish();
+    return Status::DataLoss("snapshot at TXID " + std::to_string(pos.txid) + " has checksum " +
+                            FormatHex(sum.value()) + ", the primary's is " + FormatHex(pos.checksum));
+  }
+  // A fresh history: one snapshot record at the primary's TXID.
+  if (env_.stats) env_.stats->log_bytes.fetch_sub(static_cast<int64_t>(log_->bytes()));
+  if (Status s = log_->Destroy(); !s.ok()) return Fail(s);
+  auto log = ChangeLog::Open(env_.log_dir, env_.log_options);
+  if (!log.ok()) return Fail(log.status());
+  log_ = std::move(log.value());
+  txid_ = pos.txid - 1;
+  checksum_ = kEmptyChecksum;
+  db_id_ = pos.db_id;
+  Status s = WriteSnapshot("snapshot from the primary");
+  if (s.ok()) s = log_->Sync();
+  if (!s.ok()) return Fail(s);
+  return Status::Ok();
+}
 
 }  // namespace tenancy

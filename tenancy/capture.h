@@ -70,6 +70,8 @@ class Capture {
     // The database's backing fd for a file (main or WAL), opened if needed;
     // NotFound when the file does not exist.
     std::function<Result<int>(FileKind)> fd_of;
+    // Called on the queue after every new position (commit, apply, repair).
+    std::function<void(const Position&)> on_commit;
   };
 
   explicit Capture(Env env);
@@ -111,6 +113,34 @@ class Capture {
   // The full checksum of the database as SQLite would read it now (file plus
   // committed WAL frames). O(size): verification only.
   Result<uint64_t> ComputeChecksum();
+
+  // Replication, primary side. A rollback-journal transaction is open: the
+  // main file holds pages that are not committed.
+  bool in_transaction() const { return journal_hot_; }
+  // Appends to `pgnos`/`images` the committed images of pages first..first+max-1
+  // (clipped to the committed size, the lock page skipped; WAL frames included),
+  // and sets *next to the page after the last one considered (0 past the end).
+  // REQUIRES: loaded, !in_transaction().
+  Status ReadCommitted(uint32_t first, uint32_t max, std::vector<uint32_t>* pgnos,
+                       std::string* images, uint32_t* next);
+
+  // Replication, replica side (the database is written by nothing else).
+  // Applies a change set received from the primary to the main file: checks it
+  // follows the current position (same db_id, min_txid = txid + 1, pre_checksum
+  // = checksum; a snapshot record replaces whatever is there), writes the pages,
+  // sets the size, syncs, checks post_checksum, appends the record to the log.
+  // kFailedPrecondition when it does not follow (nothing written); kDataLoss
+  // when the result does not match (the file is changed: the position keeps
+  // the old TXID with the checksum actually reached, so the primary sees the
+  // divergence and sends a snapshot).
+  Status ApplyRemote(const ChangeSet& cs);
+  // Installs a snapshot: write_pages(main fd) writes the pages that differ,
+  // then the file is cut to pos.pages, synced, and its checksum must equal
+  // pos.checksum; the log restarts with one snapshot record at pos.txid.
+  // kDataLoss on a mismatch (the position keeps the checksum reached).
+  Status InstallSnapshot(const Position& pos, const std::function<Status(int fd)>& write_pages);
+  // Page CRCs (PageCrc) of the main file's pages first.. up to max of them, 0 past the end.
+  Status PageCrcs(uint32_t first, uint32_t max, uint32_t* page_size, std::vector<uint64_t>* crcs);
 
  private:
   struct WalPage {

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
+#include <future>
 
 #include "metrics/log.h"
 
@@ -320,6 +321,9 @@ Result<std::shared_ptr<Database>> Store::LookupDatabase(const std::shared_ptr<Te
   env.now_ms = options_.now_ms;
   env.stats = &stats_;
   env.metrics = options_.metrics;
+  env.on_commit = [this, t = tenant->name(), d = db_name](const Position&) {
+    if (listener_) listener_(t, d);
+  };
   auto db = std::make_shared<Database>(tenant, db_name, SerialQueue::Create(executor_),
                                        std::move(env), cache_.get());
   {
@@ -678,6 +682,79 @@ Status Store::SetTimes(File& file, const struct timespec times[2]) {
     return Status::FromErrno(errno, "utimens " + file.path());
   }
   return Status::Ok();
+}
+
+}  // namespace tenancy
+
+namespace tenancy {
+
+Result<std::shared_ptr<Database>> Store::OpenDatabase(std::string_view tenant_name,
+                                                      std::string_view db_name, bool create) {
+  if (!IsValidName(tenant_name) || !IsValidName(db_name)) {
+    return Status::InvalidArgument("bad database name " + std::string(tenant_name) + "/" +
+                                   std::string(db_name));
+  }
+  auto parsed = ParseFileName(db_name);
+  if (!parsed || parsed->kind != FileKind::kMain) {
+    return Status::InvalidArgument("not a database name: " + std::string(db_name));
+  }
+  auto tenant = LookupTenant(tenant_name);
+  if (!tenant.ok() && create && tenant.status().code() == Status::Code::kNotFound) {
+    tenant = CreateTenant(tenant_name, 0755);
+    if (!tenant.ok() && tenant.status().code() == Status::Code::kAlreadyExists) {
+      tenant = LookupTenant(tenant_name);
+    }
+  }
+  if (!tenant.ok()) return tenant.status();
+  auto db = LookupDatabase(tenant.value(), std::string(db_name), /*create=*/false);
+  if (db.ok() || !create || db.status().code() != Status::Code::kNotFound) return db;
+  std::promise<Result<std::shared_ptr<File>>> made;
+  CreateFile(tenant.value(), db_name, 0644, /*exclusive=*/false,
+             [&made](Result<std::shared_ptr<File>> f) { made.set_value(std::move(f)); });
+  auto file = made.get_future().get();
+  if (!file.ok()) return file.status();
+  return file.value()->db_ptr();
+}
+
+Status Store::RunOn(const std::shared_ptr<Database>& db,
+                    const std::function<Status(Capture&)>& fn) {
+  std::promise<Status> result;
+  Submit(*db, true, [this, db, &fn, &result] {
+    CacheUse use(*cache_, db->cache_entry());
+    {
+      std::lock_guard lock(db->mu_);
+      if (db->deleted_) {
+        return result.set_value(Status::NotFound("database " + db->name() + " was deleted"));
+      }
+    }
+    Status s = db->capture().Load();
+    result.set_value(s.ok() ? fn(db->capture()) : s);
+  });
+  return result.get_future().get();
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> Store::ListDatabases() const {
+  auto tenants = ListTenants();
+  if (!tenants.ok()) return tenants.status();
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& t : tenants.value()) {
+    auto names = ReadDirNames(tenants_dir_ + "/" + t);
+    if (!names.ok()) continue;  // removed meanwhile
+    for (auto& n : names.value()) {
+      auto parsed = ParseFileName(n);
+      if (parsed && parsed->kind == FileKind::kMain) out.emplace_back(t, std::move(n));
+    }
+  }
+  return out;
+}
+
+Status Store::DropDatabase(std::string_view tenant_name, std::string_view db_name) {
+  auto tenant = LookupTenant(tenant_name);
+  if (!tenant.ok()) return tenant.status().code() == Status::Code::kNotFound ? Status::Ok() : tenant.status();
+  std::promise<Status> result;
+  Unlink(tenant.value(), db_name, [&result](Status s) { result.set_value(std::move(s)); });
+  Status s = result.get_future().get();
+  return s.code() == Status::Code::kNotFound ? Status::Ok() : s;
 }
 
 }  // namespace tenancy

@@ -228,6 +228,23 @@ class Store {
   // Times an open() of a backing file failed with EMFILE/ENFILE.
   uint64_t fd_exhaustions() const { return fd_exhaustions_.load(); }
 
+  // ---- Replication ----
+  // Called on a database's queue whenever its position changes (commit, apply,
+  // load) or it is deleted; must be quick. Set once, before serving.
+  using ChangeListener = std::function<void(const std::string& tenant, const std::string& db)>;
+  void SetChangeListener(ChangeListener fn) { listener_ = std::move(fn); }
+  // A database by name. With create (replica), makes the tenant directory and
+  // an empty main file when missing. NotFound otherwise.
+  Result<std::shared_ptr<Database>> OpenDatabase(std::string_view tenant, std::string_view db,
+                                                 bool create);
+  // Runs fn on db's queue, the database pinned and its capture loaded, and
+  // waits for it. Never call it from a FUSE worker or a queue task.
+  Status RunOn(const std::shared_ptr<Database>& db, const std::function<Status(Capture&)>& fn);
+  // Every database on disk as (tenant, db): O(databases), for the stream's hello.
+  Result<std::vector<std::pair<std::string, std::string>>> ListDatabases() const;
+  // Deletes a database with its companions and log (a replica following its primary).
+  Status DropDatabase(std::string_view tenant, std::string_view db);
+
   // Mutating operations submitted and not yet finished, all databases.
   int64_t queue_depth() const { return queued_.load(std::memory_order_relaxed); }
 
@@ -255,6 +272,7 @@ class Store {
   std::mutex touched_mu_;  // leaf
   std::vector<std::weak_ptr<Database>> touched_;  // guarded by touched_mu_: databases made since start
   std::atomic<int64_t> queued_{0};
+  ChangeListener listener_;  // set before serving, then read-only
 };
 
 }  // namespace tenancy

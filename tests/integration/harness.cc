@@ -588,7 +588,8 @@ Daemon::~Daemon() {
 bool Daemon::Start(const DaemonOptions& options, std::string* why) {
   if (child_) last_log_ += Log();
   ++starts_;
-  port_ = FreePort();
+  // A restart keeps its HTTP port: replicas and clients know the node by its URL.
+  if (port_ == 0) port_ = FreePort();
   std::vector<std::string> argv{
       kTenantfsBin, "mount",   "--mount-dir", mount_dir_,
       "--data-dir", data_dir_, "--http-addr", "127.0.0.1:" + std::to_string(port_)};

@@ -240,8 +240,12 @@ TEST_F(HttpTest, BadPathsNamesAndMethodsGet4xx) {
       {"GET", "/v1/dbs/acme/app.db/import", 405},
       {"DELETE", "/v1/dbs", 405},
       {"POST", "/healthz", 405},
-      {"GET", "/v1/dbs/acme/app.db/wait?txid=1&timeout_ms=10", 501},
-      {"GET", "/v1/stream", 501},
+      {"GET", "/v1/dbs/acme/app.db/wait", 400},               // no txid
+      {"GET", "/v1/dbs/acme/app.db/wait?txid=x1", 400},       // not a number
+      {"GET", "/v1/dbs/acme/app.db/wait?txid=-1", 400},
+      {"GET", "/v1/dbs/acme/missing.db/wait?txid=1", 404},
+      {"GET", "/v1/dbs/acme/app.db/wait?txid=999999&timeout_ms=10", 504},
+      {"GET", "/v1/stream", 400},                             // not a WebSocket upgrade
       {"POST", "/v1/promote", 501},
   };
   std::string tiny = "SQLite format 3";  // import bodies: refused before they matter
@@ -426,7 +430,7 @@ TEST_F(HttpTest, ListingShowsPositionsAndOpenDatabases) {
       << pos << " size " << size << Describe(dbs);
   HttpReply info = Http(port(), "GET", "/v1/info", kToken);
   ASSERT_EQ(info.status, 200) << Describe(info);
-  EXPECT_NE(info.body.find("\"tenants\": 1, \"databases\": 1, \"databases_open\": 1}"),
+  EXPECT_NE(info.body.find("\"tenants\": 1, \"databases\": 1, \"databases_open\": 1, \"replicas\": []}"),
             std::string::npos)
       << Describe(info);
   HttpReply m = Http(port(), "GET", "/metrics");
