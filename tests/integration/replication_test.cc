@@ -187,6 +187,13 @@ TEST_F(ReplicationTest, WritersAndReplicaReadersConvergeInEveryMode) {
   Result info = it::Run({"/usr/bin/curl", "-sf", primary_.Url() + "/v1/info"}, 10s);
   EXPECT_NE(info.out.find("replica1"), std::string::npos) << info.out;
   EXPECT_NE(info.out.find("replica2"), std::string::npos) << info.out;
+  Result m = it::Run({"/usr/bin/curl", "-sf", primary_.Url() + "/metrics"}, 10s);
+  EXPECT_NE(m.out.find("\ntenantfs_replicas_connected 2\n"), std::string::npos) << m.out;
+  Result rm = it::Run({"/usr/bin/curl", "-sf", replica1_.Url() + "/metrics"}, 10s);
+  EXPECT_NE(rm.out.find("\ntenantfs_replication_databases_behind 0\n"), std::string::npos) << rm.out;
+  EXPECT_NE(rm.out.find("\ntenantfs_replication_lag_seconds 0\n"), std::string::npos) << rm.out;
+  EXPECT_EQ(rm.out.find("tenantfs_stream_bytes_total{direction=\"received\"} 0\n"), std::string::npos)
+      << rm.out;
 }
 
 // Replicas are read-only, and refuse cleanly; deletions replicate.
@@ -259,6 +266,12 @@ TEST_F(ReplicationTest, ReplicaRestartCatchesUp) {
     }
     for (const auto& db : dbs) Inserts(db, 600, kill9 ? 1000 : 0);
     Start(replica1_);
+    if (kill9) {  // and once more in the middle of applying the catch-up
+      std::this_thread::sleep_for(150ms);
+      replica1_.daemon->Kill9();
+      LazyUnmount(replica1_.Mnt());
+      Start(replica1_);
+    }
     auto started = Clock::now();
     ASSERT_TRUE(WaitConverged(replica1_, dbs, 60s, &why)) << why << replica1_.daemon->Describe();
     std::cout << (kill9 ? "after kill -9" : "after a clean stop") << ": 2,400 transactions caught up in "
@@ -360,6 +373,32 @@ TEST_F(ReplicationTest, CorruptFrameIsDetectedAndResynced) {
   ASSERT_TRUE(WaitConverged(replica1_, {"acme/a.db"}, 60s, &why)) << why << replica1_.daemon->Describe();
   EXPECT_NE(replica1_.daemon->Log().find("corrupt change set"), std::string::npos)
       << replica1_.daemon->Describe();
+  ExpectIdentical(replica1_, {"acme/a.db"});
+}
+
+// Local damage on a replica (a page changed behind its back) is caught by the
+// post-apply checksum of the next change set touching it, and that database
+// is re-synced from the primary (a snapshot of the pages that differ).
+TEST_F(ReplicationTest, DamagedReplicaPageIsDetectedAndResynced) {
+  StartPrimary();
+  StartReplica(replica1_, "replica1");
+  ASSERT_EQ(::mkdir(primary_.Mnt("acme").c_str(), 0755), 0);
+  MakeDb("acme/a.db", "delete");
+  Inserts("acme/a.db", 3);
+  std::string why;
+  ASSERT_TRUE(WaitConverged(replica1_, {"acme/a.db"}, 30s, &why)) << why;
+  // Page 2 (the table's only leaf) is written by every insert.
+  std::string backing = replica1_.scratch->data() + "/tenants/acme/a.db";
+  int fd = ::open(backing.c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  std::string junk(100, '\x5a');
+  ASSERT_EQ(::pwrite(fd, junk.data(), junk.size(), 4096 + 2000), 100);
+  ::close(fd);
+  Inserts("acme/a.db", 1, 50);
+  ASSERT_TRUE(WaitConverged(replica1_, {"acme/a.db"}, 30s, &why)) << why << replica1_.daemon->Describe();
+  std::string log = replica1_.daemon->Log();
+  EXPECT_NE(log.find("the checksum is"), std::string::npos) << replica1_.daemon->Describe();
+  EXPECT_NE(primary_.daemon->Log().find("sending snapshot"), std::string::npos);
   ExpectIdentical(replica1_, {"acme/a.db"});
 }
 
