@@ -1,6 +1,8 @@
 // tenantfs_bench: SQLite natively on a plain directory and through a tenantfs mount,
 // side by side in one run on one disk, printed as one markdown table with the
-// TARGETS.md goals (P1, P2, P3, P5; P4 through bench/node_bench.mjs with --node).
+// TARGETS.md goals (P1, P2, P3, P5, P6; P4 through bench/node_bench.mjs with --node).
+// `--p8` runs only P8 instead: many databases, many clients, a bounded handle budget,
+// with the daemon's peak fds and RSS and its RAM per known database (see RunP8).
 //
 // The bench measures and reports; it never asserts a speed. It exits non-zero when a
 // workload fails (a SQLite error), the mount does not come up, or the daemon does not
@@ -9,11 +11,15 @@
 // Each workload runs for a time budget per side. Native and tenantfs alternate in an
 // A-B-B-A order over two rounds so that drift on a shared, noisy machine hits both.
 
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <sqlite3.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -105,12 +111,17 @@ struct Options {
   int threads = 16;
   int dbs = 100;
   int p6_mib = 2048;  // size of the large database of the P6 row
+  bool p8 = false;    // run only the P8 scenario
+  int p8_dbs = 10000;
+  int p8_clients = 100;
+  int p8_max_open = 256;
 };
 
 void Usage(std::ostream& os) {
   os << "usage: tenantfs_bench [--quick] [--seconds S] [--rounds N] [--dir DIR]\n"
         "                      [--tenantfs PATH] [--json FILE] [--node [--node-script PATH]]\n"
         "                      [--threads N] [--dbs N] [--p6-mib N] [--native-only] [--keep]\n"
+        "       tenantfs_bench --p8 [--p8-dbs N] [--p8-clients N] [--p8-max-open N] [--seconds S]\n"
         "  --quick         1 s per side, one round (CI smoke)\n"
         "  --seconds S     time budget per workload and side (default 3)\n"
         "  --rounds N      split each budget over N alternating rounds (default 2)\n"
@@ -120,6 +131,10 @@ void Usage(std::ostream& os) {
         "  --json FILE     also write the results as JSON\n"
         "  --node          also run bench/node_bench.mjs (better-sqlite3, TARGETS P4)\n"
         "  --p6-mib N      size of the large database for P6 (default 2048; --quick: 16)\n"
+        "  --p8            only the P8 scenario: --p8-dbs databases (default 10000) on disk,\n"
+        "                  --p8-clients threads (default 100) doing open + SELECT + close,\n"
+        "                  handles.max-open --p8-max-open (default 256); the daemon's peak fds\n"
+        "                  and RSS and its RAM per known, idle database (from /proc)\n"
         "  --native-only   no daemon: native column only (for developing the bench)\n"
         "  --keep          keep the temp dirs\n";
 }
@@ -171,6 +186,14 @@ Options ParseOptions(int argc, char** argv) {
     } else if (a == "--p6-mib") {
       o.p6_mib = static_cast<int>(number(value()));
       p6_set = true;
+    } else if (a == "--p8") {
+      o.p8 = true;
+    } else if (a == "--p8-dbs") {
+      o.p8_dbs = static_cast<int>(number(value()));
+    } else if (a == "--p8-clients") {
+      o.p8_clients = static_cast<int>(number(value()));
+    } else if (a == "--p8-max-open") {
+      o.p8_max_open = static_cast<int>(number(value()));
     } else if (a == "--native-only") {
       o.native_only = true;
     } else if (a == "--keep") {
@@ -503,8 +526,10 @@ void OpenSelectClose(const std::string& path, int key) {
 }
 
 // `clients` threads each run open + SELECT + close requests on random databases of
-// `dbs` for `budget` seconds. One measurement: all requests, over the common window.
-Measurement OpenSelectLoad(const std::string& root, int clients, int dbs, double budget) {
+// `dbs` (database i at path_of(i)) for `budget` seconds. One measurement: all
+// requests, over the common window.
+Measurement OpenSelectLoad(const std::function<std::string(int)>& path_of, int clients, int dbs,
+                           double budget) {
   std::vector<Measurement> per(clients);
   StartGate gate(clients);
   std::atomic<uint64_t> busy_at_start{0};
@@ -514,7 +539,7 @@ Measurement OpenSelectLoad(const std::string& root, int clients, int dbs, double
     auto one = [&] {
       int i = static_cast<int>(rng.Next() % static_cast<uint64_t>(dbs));
       int key = 1 + static_cast<int>(rng.Next() % kRowsPerReadDb);
-      OpenSelectClose(ReadDbPath(root, i), key);
+      OpenSelectClose(path_of(i), key);
     };
     for (int i = 0; i < 20 && !stop; ++i) one();  // warm-up
     gate.ArriveAndWait(stop);
@@ -548,6 +573,10 @@ Measurement OpenSelectLoad(const std::string& root, int clients, int dbs, double
   }
   all.secs = window;
   return all;
+}
+
+Measurement OpenSelectLoad(const std::string& root, int clients, int dbs, double budget) {
+  return OpenSelectLoad([&root](int i) { return ReadDbPath(root, i); }, clients, dbs, budget);
 }
 
 void CreateReadDbs(const std::string& root, int dbs) {
@@ -598,10 +627,10 @@ std::string Tail(const std::string& path, size_t max_bytes = 2000) {
 
 class Daemon {
  public:
-  // Starts `bin mount --mount-dir mnt --data-dir data`, output to `log`, and waits
-  // (bounded) until mnt shows in mountinfo as fuse.tenantfs.
+  // Starts `bin mount --mount-dir mnt --data-dir data [extra...]`, output to `log`, and
+  // waits (bounded) until mnt shows in mountinfo as fuse.tenantfs.
   void Start(const std::string& bin, const std::string& mnt, const std::string& data,
-             const std::string& log) {
+             const std::string& log, const std::vector<std::string>& extra = {}) {
     mnt_ = mnt;
     log_ = log;
     pid_t parent = getpid();
@@ -618,6 +647,7 @@ class Daemon {
         dup2(fd, 2);
       }
       std::vector<std::string> args = {bin, "mount", "--mount-dir", mnt, "--data-dir", data};
+      args.insert(args.end(), extra.begin(), extra.end());
       std::vector<char*> argv;
       for (auto& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
@@ -929,6 +959,532 @@ std::vector<std::vector<Measurement>> Alternate(const std::vector<Side>& sides, 
   return res;
 }
 
+// ---------------------------------------------------------------------------------
+// P8: many databases, many clients, a bounded handle budget. The daemon's figures come
+// from /proc/PID: its open fds sampled by a thread every millisecond, its peak RSS from
+// VmHWM and its RSS at a point from VmRSS.
+
+constexpr int kP8Tenants = 100;
+
+// Database i of the P8 set: 100 tenants, databases dealt round robin.
+std::string P8DbPath(const std::string& root, int i) {
+  char b[64];
+  std::snprintf(b, sizeof b, "/p%02d/db%05d", i % kP8Tenants, i);
+  return root + b;
+}
+std::string P8WarmPath(const std::string& root, int i) {
+  return root + "/warm/db" + std::to_string(i);
+}
+
+std::string WithCommas(long long v) {
+  std::string digits = std::to_string(v), out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return out;
+}
+
+// Makes databases 0..n-1 natively, each a WAL database holding the read workload's table
+// (kRowsPerReadDb rows). synchronous=OFF: only speed matters here.
+void CreateNativeDbs(const std::function<std::string(int)>& path_of, int n) {
+  for (int i = 0; i < n && !Stopping(); ++i) {
+    std::string path = path_of(i);
+    fs::create_directories(fs::path(path).parent_path());
+    Db db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX);
+    db.Exec("PRAGMA synchronous=OFF");  // before the mode change, which would sync otherwise
+    SetJournal(db, "WAL", "OFF");
+    std::string sql =
+        "BEGIN; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL); INSERT INTO t VALUES";
+    for (int k = 1; k <= kRowsPerReadDb; ++k) {
+      sql += (k > 1 ? ", (" : " (") + std::to_string(k) + ", 'row " + std::to_string(k) +
+             " of db " + std::to_string(i) + "')";
+    }
+    db.Exec(sql + "; COMMIT");
+    db.Close();
+  }
+  if (Stopping()) throw std::runtime_error("interrupted");
+}
+
+// Every database once (open + SELECT + close), dealt over `clients` threads.
+void TouchAll(const std::function<std::string(int)>& path_of, int n, int clients) {
+  RunThreads(clients, [&](int t, std::atomic<bool>& stop) {
+    for (int i = t; i < n && !stop && !Stopping(); i += clients) {
+      OpenSelectClose(path_of(i), 1 + i % kRowsPerReadDb);
+    }
+  });
+  if (Stopping()) throw std::runtime_error("interrupted");
+}
+
+int ProcFdCount(pid_t pid) {
+  DIR* d = ::opendir(("/proc/" + std::to_string(pid) + "/fd").c_str());
+  if (!d) return -1;
+  int n = 0;
+  while (struct dirent* e = ::readdir(d)) {
+    if (e->d_name[0] != '.') ++n;
+  }
+  ::closedir(d);
+  return n;
+}
+
+// A "Vm...:" field of /proc/PID/status in bytes; -1 if unreadable.
+long long ProcStatusBytes(pid_t pid, const std::string& field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(field + ":", 0) == 0) {
+      return std::strtoll(line.c_str() + field.size() + 1, nullptr, 10) * 1024;  // "... kB"
+    }
+  }
+  return -1;
+}
+
+// The peak of a process's open fds, sampled every millisecond on a thread; at each new
+// peak the fds are sorted into backing database files, change logs and the rest.
+class FdPeakSampler {
+ public:
+  explicit FdPeakSampler(pid_t pid) : pid_(pid) {
+    thread_ = std::thread([this] {
+      while (!stop_.load()) {
+        int n = ProcFdCount(pid_);
+        if (n > peak_.load()) {
+          std::string what = Classify();
+          std::lock_guard<std::mutex> lock(mu_);
+          peak_ = n;
+          at_peak_ = what;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    });
+  }
+  ~FdPeakSampler() { Stop(); }
+  void Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  int peak() const { return peak_.load(); }
+  std::string at_peak() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return at_peak_;
+  }
+
+ private:
+  std::string Classify() {
+    std::string dir = "/proc/" + std::to_string(pid_) + "/fd";
+    int backing = 0, logs = 0, other = 0;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+      std::error_code lec;
+      std::string target = fs::read_symlink(e.path(), lec).string();
+      if (lec) continue;
+      if (target.find("/tenants/") != std::string::npos) {
+        ++backing;
+      } else if (target.find("/log/") != std::string::npos) {
+        ++logs;
+      } else {
+        ++other;
+      }
+    }
+    return std::to_string(backing) + " backing database files, " + std::to_string(logs) +
+           " change logs, " + std::to_string(other) + " other";
+  }
+
+  const pid_t pid_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> peak_{0};
+  std::mutex mu_;
+  std::string at_peak_;  // guarded by mu_
+  std::thread thread_;
+};
+
+// A free TCP port on 127.0.0.1 for the daemon's HTTP side (so a node already serving on
+// the default port does not stop the bench).
+int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return 0;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+    port = ntohs(a.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
+
+// P8 only: --p8-dbs databases on disk, --p8-clients threads doing open + SELECT + close on
+// random ones, handles.max-open --p8-max-open. The databases are made natively, on the
+// native side and in the daemon's data dir before it starts (a database placed there gets
+// a snapshot record as its first change set when first written: Capture::Load): making
+// 10,000 through the mount would take minutes and tell nothing about P8. They are WAL
+// databases, the mode apps opening a database per request use, so each one in use holds
+// its main file, -wal and -shm, and its first use through the mount writes its first
+// change-log record.
+//
+// Idle RAM per known database: the daemon's RSS after every database was touched once,
+// minus its RSS before, over the number of databases. "Before" is after a warm-up of the
+// same clients over max-open other databases, so the daemon's threads, their malloc
+// arenas and a full handle cache are in both figures; what differs is 10,000 databases
+// known to the daemon, used once and now idle.
+void RunP8(const Options& o, const std::string& base, Daemon& daemon, std::vector<Row>& rows) {
+  const std::string native_root = base + "/native";
+  const std::string data_dir = base + "/data";
+  const std::string mnt = base + "/mnt";
+  const int n = o.p8_dbs, clients = o.p8_clients;
+  const std::string label = WithCommas(n) + " DBs, " + std::to_string(clients) +
+                            " clients, max-open " + std::to_string(o.p8_max_open);
+
+  std::cerr << "bench: P8: creating " << n << " databases per side" << std::endl;
+  auto t0 = Clock::now();
+  CreateNativeDbs([&](int i) { return P8DbPath(native_root, i); }, n);
+  if (!o.native_only) {
+    CreateNativeDbs([&](int i) { return P8DbPath(data_dir + "/tenants", i); }, n);
+    CreateNativeDbs([&](int i) { return P8WarmPath(data_dir + "/tenants", i); }, o.p8_max_open);
+  }
+  std::cerr << "bench: P8: created in " << SecondsSince(t0) << " s" << std::endl;
+
+  std::vector<Side> sides = {{"native", native_root}};
+  std::optional<FdPeakSampler> sampler;
+  long long rss_before = 0, rss_after = 0;
+  std::cerr << "bench: P8: touching every native database once" << std::endl;
+  TouchAll([&](int i) { return P8DbPath(native_root, i); }, n, clients);
+  if (!o.native_only) {
+    const std::string config = base + "/p8.yaml";
+    {
+      std::ofstream c(config);
+      c << "handles:\n  max-open: " << o.p8_max_open << "\n";
+    }
+    daemon.Start(o.tenantfs, mnt, data_dir, base + "/tenantfs.log",
+                 {"--config", config, "--http-addr", "127.0.0.1:" + std::to_string(FreePort())});
+    sides.push_back({"tenantfs", mnt});
+    const pid_t pid = g_daemon_pid;
+    std::cerr << "bench: P8: daemon fds at idle: " << ProcFdCount(pid) << std::endl;
+    sampler.emplace(pid);
+    TouchAll([&](int i) { return P8WarmPath(mnt, i); }, o.p8_max_open, clients);
+    TouchAll([&](int i) { return P8WarmPath(mnt, i); }, o.p8_max_open, clients);
+    rss_before = ProcStatusBytes(pid, "VmRSS");
+    auto t1 = Clock::now();
+    std::cerr << "bench: P8: touching every database once through the mount" << std::endl;
+    TouchAll([&](int i) { return P8DbPath(mnt, i); }, n, clients);
+    rss_after = ProcStatusBytes(pid, "VmRSS");
+    std::cerr << "bench: P8: touched in " << SecondsSince(t1) << " s; daemon RSS "
+              << rss_before / 1024 << " KiB before, " << rss_after / 1024 << " KiB after"
+              << std::endl;
+  }
+
+  auto res = Alternate(sides, o, label + ": open + SELECT + close", [&](const Side& s, double b) {
+    return std::vector<Measurement>{
+        OpenSelectLoad([&](int i) { return P8DbPath(s.root, i); }, clients, n, b)};
+  });
+  const bool two = sides.size() == 2;
+  auto add = [&](Row row, const std::function<double(Measurement&)>& f) {
+    row.native = f(res[0][0]);
+    if (two) row.tenantfs = f(res[1][0]);
+    rows.push_back(std::move(row));
+  };
+  Row rr{label + ", open + SELECT + close, req/s"};
+  rr.unit = "req/s";
+  add(rr, [](Measurement& m) { return m.Rate(); });
+  Row r50{label + ", open + SELECT + close, p50"};
+  r50.unit = "us";
+  add(r50, [](Measurement& m) { return m.Percentile(0.50); });
+  Row r99{label + ", open + SELECT + close, p99"};
+  r99.unit = "us";
+  add(r99, [](Measurement& m) { return m.Percentile(0.99); });
+  if (!two) return;
+
+  const pid_t pid = g_daemon_pid;
+  sampler->Stop();
+  if (!daemon.Alive()) throw std::runtime_error("tenantfs died during the P8 run");
+  std::cerr << "bench: P8: peak daemon fds " << sampler->peak() << ": " << sampler->at_peak()
+            << std::endl;
+  Row fds{label + ", daemon peak fds (P8)"};
+  fds.unit = "fds";
+  fds.tenantfs = sampler->peak();
+  fds.target = "≤ 300";
+  fds.better = Better::kLower;
+  fds.threshold = 300;
+  fds.judge_tenantfs_value = true;
+  rows.push_back(fds);
+  Row rss{label + ", daemon peak RSS (P8)"};
+  rss.unit = "MiB";
+  rss.tenantfs = static_cast<double>(ProcStatusBytes(pid, "VmHWM")) / (1024 * 1024);
+  rss.target = "≤ 256 MiB";
+  rss.better = Better::kLower;
+  rss.threshold = 256;
+  rss.judge_tenantfs_value = true;
+  rows.push_back(rss);
+  Row per{"daemon RAM per known idle database, " + WithCommas(n) + " DBs touched once"};
+  per.unit = "B";
+  per.tenantfs = static_cast<double>(rss_after - rss_before) / n;
+  per.target = "well under 1 KiB";
+  per.better = Better::kLower;
+  per.threshold = 1024;
+  per.judge_tenantfs_value = true;
+  rows.push_back(per);
+}
+
+// The standard workloads (P1-P3, P5, P6; P4 with --node) on both sides, into `rows`.
+void RunWorkloads(const Options& o, const std::string& base, Daemon& daemon,
+                  std::vector<Row>& rows) {
+  const std::string native_root = base + "/native";
+  const std::string data_dir = base + "/data";
+  const std::string mnt = base + "/mnt";
+  std::vector<Side> sides = {{"native", native_root}};
+  if (!o.native_only) {
+    daemon.Start(o.tenantfs, mnt, data_dir, base + "/tenantfs.log");
+    sides.push_back({"tenantfs", mnt});
+  }
+  const bool two = sides.size() == 2;
+  auto col = [&](std::vector<std::vector<Measurement>>& res, size_t k,
+                 const std::function<double(Measurement&)>& f, Row row) {
+    row.native = f(res[0][k]);
+    if (two) row.tenantfs = f(res[1][k]);
+    rows.push_back(std::move(row));
+  };
+  auto rate = [](Measurement& m) { return m.Rate(); };
+  auto p50 = [](Measurement& m) { return m.Percentile(0.50); };
+  auto p99 = [](Measurement& m) { return m.Percentile(0.99); };
+  // CPU per operation: the client's (both sides) and the daemon's (tenantfs only),
+  // to tell a CPU-bound path from one that waits.
+  auto cpu_rows = [&](std::vector<std::vector<Measurement>>& res, const std::string& what) {
+    Row c{"client CPU per " + what};
+    c.unit = "us";
+    col(
+        res, 0, [](Measurement& m) { return m.ops > 0 ? 1e6 * m.cpu_s / m.ops : 0; }, c);
+    if (two) {
+      Row d{"daemon CPU per " + what};
+      d.unit = "us";
+      Measurement& m = res[1][0];
+      d.tenantfs = m.ops > 0 ? 1e6 * m.daemon_cpu_s / m.ops : 0;
+      rows.push_back(d);
+    }
+  };
+
+  for (const Side& s : sides) {
+    std::string dir = s.root + "/bench";
+    if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+      throw std::runtime_error("mkdir " + dir + " (create a tenant): " + std::strerror(errno));
+    }
+  }
+
+  // P1, P2: 1-row write transactions.
+  struct Mode {
+    const char* journal;
+    const char* sync;
+    const char* name;
+    const char* goal;
+    double threshold;
+  };
+  const Mode modes[] = {{"WAL", "NORMAL", "wal_normal", "P1", 0.5},
+                        {"WAL", "FULL", "wal_full", "P2", 0.8},
+                        {"DELETE", "FULL", "delete_full", "P2", 0.8}};
+  for (const Mode& m : modes) {
+    std::string label = std::string("1-row write tx/s, ") + m.journal + " + " + m.sync;
+    auto res = Alternate(sides, o, label, [&](const Side& s, double budget) {
+      return WriteTxs({s.root + "/bench/w_" + m.name + ".db"}, m.journal, m.sync, budget);
+    });
+    Row row{label + " (" + m.goal + ")"};
+    row.unit = "tx/s";
+    char t[32];
+    std::snprintf(t, sizeof t, "≥ %.2f× native", m.threshold);
+    row.target = t;
+    row.better = Better::kHigher;
+    row.threshold = m.threshold;
+    col(res, 0, rate, row);
+    if (std::string(m.name) == "wal_normal") cpu_rows(res, "tx, WAL + NORMAL");
+  }
+
+  // P3 and the concurrent variant: open + 1-row SELECT + close on existing WAL dbs.
+  std::cerr << "bench: creating " << o.dbs << " databases per side" << std::endl;
+  for (const Side& s : sides) CreateReadDbs(s.root, o.dbs);
+  {
+    auto res =
+        Alternate(sides, o, "open + SELECT + close, 1 client", [&](const Side& s, double budget) {
+          return std::vector<Measurement>{OpenSelectLoad(s.root, 1, o.dbs, budget)};
+        });
+    std::string w = "open + SELECT + close, 1 client, " + std::to_string(o.dbs) + " DBs";
+    Row r50{w + ", p50 (P3)"};
+    r50.unit = "us";
+    r50.target = "≤ 1.50× native";
+    r50.better = Better::kLower;
+    r50.threshold = 1.5;
+    col(res, 0, p50, r50);
+    Row r99{w + ", p99"};
+    r99.unit = "us";
+    col(res, 0, p99, r99);
+    Row rr{w + ", req/s"};
+    rr.unit = "req/s";
+    col(res, 0, rate, rr);
+    cpu_rows(res, "request, 1 client");
+  }
+  {
+    std::string w = "open + SELECT + close, " + std::to_string(o.threads) + " threads, " +
+                    std::to_string(o.dbs) + " DBs";
+    auto res = Alternate(sides, o, w, [&](const Side& s, double budget) {
+      return std::vector<Measurement>{OpenSelectLoad(s.root, o.threads, o.dbs, budget)};
+    });
+    Row r50{w + ", p50"};
+    r50.unit = "us";
+    col(res, 0, p50, r50);
+    Row r99{w + ", p99"};
+    r99.unit = "us";
+    col(res, 0, p99, r99);
+    Row rr{w + ", req/s"};
+    rr.unit = "req/s";
+    col(res, 0, rate, rr);
+    Row rb{w + ", busy-handler sleeps per 1000 req"};
+    rb.unit = "";
+    col(
+        res, 0, [](Measurement& m) { return m.ops > 0 ? 1000 * m.busy_sleeps / m.ops : 0; }, rb);
+    cpu_rows(res, "request, " + std::to_string(o.threads) + " threads");
+  }
+
+  // P5: one database alone, then two written in parallel (a thread each).
+  {
+    auto res =
+        Alternate(sides, o, "parallel databases, WAL + NORMAL", [&](const Side& s, double budget) {
+          std::string d = s.root + "/bench/";
+          auto one = WriteTxs({d + "p_single.db"}, "WAL", "NORMAL", budget);
+          auto two = WriteTxs({d + "p_a.db", d + "p_b.db"}, "WAL", "NORMAL", budget);
+          return std::vector<Measurement>{std::move(one[0]), std::move(two[0]), std::move(two[1])};
+        });
+    Row r1{"write tx/s, 1 DB alone, WAL + NORMAL"};
+    r1.unit = "tx/s";
+    col(res, 0, rate, r1);
+    Row ra{"write tx/s, 2 DBs in parallel: DB A"};
+    ra.unit = "tx/s";
+    col(res, 1, rate, ra);
+    Row rb{"write tx/s, 2 DBs in parallel: DB B"};
+    rb.unit = "tx/s";
+    col(res, 2, rate, rb);
+    Row sc{"2 DBs in parallel, (A + B) / 1 DB (P5)"};
+    sc.unit = "x";
+    sc.target = "≥ 1.70× (tenantfs column)";
+    sc.better = Better::kHigher;
+    sc.threshold = 1.7;
+    sc.judge_tenantfs_value = true;
+    auto scaling = [&](size_t s) {
+      double single = res[s][0].Rate();
+      return single > 0 ? (res[s][1].Rate() + res[s][2].Rate()) / single : 0.0;
+    };
+    sc.native = scaling(0);
+    if (two) sc.tenantfs = scaling(1);
+    rows.push_back(sc);
+  }
+
+  // P6: the commit cost of a small transaction must not grow with the database:
+  // 1-row write tx/s on a 1 MiB database and on a large one (--p6-mib).
+  {
+    for (const Side& s : sides) {
+      std::cerr << "bench: P6: filling a " << o.p6_mib << " MiB database (" << s.name << ")"
+                << std::endl;
+      auto t0 = Clock::now();
+      FillDb(s.root + "/bench/p6_small.db", 1);
+      FillDb(s.root + "/bench/p6_big.db", o.p6_mib);
+      std::cerr << "bench: P6: filled in " << SecondsSince(t0) << " s" << std::endl;
+    }
+    auto res =
+        Alternate(sides, o, "P6 commit cost vs database size", [&](const Side& s, double budget) {
+          std::string d = s.root + "/bench/";
+          auto small = WriteTxs({d + "p6_small.db"}, "WAL", "NORMAL", budget);
+          auto big = WriteTxs({d + "p6_big.db"}, "WAL", "NORMAL", budget);
+          return std::vector<Measurement>{std::move(small[0]), std::move(big[0])};
+        });
+    std::string big_name = std::to_string(o.p6_mib) + " MiB";
+    Row rs{"1-row write tx/s, 1 MiB DB, WAL + NORMAL"};
+    rs.unit = "tx/s";
+    col(res, 0, rate, rs);
+    Row rl{"1-row write tx/s, " + big_name + " DB, WAL + NORMAL"};
+    rl.unit = "tx/s";
+    col(res, 1, rate, rl);
+    Row cost{"commit cost, " + big_name + " DB / 1 MiB DB (P6)"};
+    cost.unit = "x";
+    cost.target = "≤ 1.20× (tenantfs column)";
+    cost.better = Better::kLower;
+    cost.threshold = 1.2;
+    cost.judge_tenantfs_value = true;
+    auto ratio = [&](size_t s) {
+      double big = res[s][1].Rate();
+      return big > 0 ? res[s][0].Rate() / big : 0.0;
+    };
+    cost.native = ratio(0);
+    if (two) cost.tenantfs = ratio(1);
+    rows.push_back(cost);
+  }
+
+  // P4: Node better-sqlite3, open per request (bench/node_bench.mjs).
+  {
+    std::string why = o.node ? NodeUnavailable(o) : "not run (pass --node)";
+    if (!why.empty()) {
+      Row r{"Node better-sqlite3 open per request (P4)"};
+      r.note = why;
+      r.target = "≥ 0.70× req/s, p50 ≤ 1.50×";
+      rows.push_back(r);
+    } else {
+      std::cerr << "bench: node " << o.node_script << std::endl;
+      auto metrics = RunNode(o, native_root, two ? mnt : "");
+      auto find = [&](const std::string& sc, const std::string& side) -> std::optional<NodeMetric> {
+        for (auto& m : metrics)
+          if (m.scenario == sc && m.side == side) return m;
+        return std::nullopt;
+      };
+      struct Scn {
+        std::string key, label;
+        bool p4;
+      };
+      const Scn scns[] = {{"w4", "Node, 4 worker threads, 100 DBs", true},
+                          {"c100", "Node, 100 clients, a DB each", false},
+                          {"c100busy", "Node, 100 clients + 1 DB under heavy writes", false}};
+      for (const Scn& sc : scns) {
+        auto n = find(sc.key, "native");
+        auto t = find(sc.key, "tenantfs");
+        if (!n) throw std::runtime_error("node_bench.mjs gave no result for " + sc.key);
+        Row rr{sc.label + ", req/s" + (sc.p4 ? " (P4)" : "")};
+        rr.unit = "req/s";
+        rr.native = n->rps;
+        if (t) rr.tenantfs = t->rps;
+        Row r50{sc.label + ", p50" + (sc.p4 ? " (P4)" : "")};
+        r50.unit = "us";
+        r50.native = n->p50;
+        if (t) r50.tenantfs = t->p50;
+        Row r99{sc.label + ", p99"};
+        r99.unit = "us";
+        r99.native = n->p99;
+        if (t) r99.tenantfs = t->p99;
+        if (sc.p4) {
+          rr.target = "≥ 0.70× native";
+          rr.better = Better::kHigher;
+          rr.threshold = 0.7;
+          r50.target = "≤ 1.50× native";
+          r50.better = Better::kLower;
+          r50.threshold = 1.5;
+        }
+        rows.push_back(rr);
+        rows.push_back(r50);
+        rows.push_back(r99);
+      }
+      // "No request waits on another database": how much one busy database inflates
+      // the p99 of requests to the others, through the mount against natively.
+      auto nb = find("c100", "native"), nh = find("c100busy", "native");
+      auto tb = find("c100", "tenantfs"), th = find("c100busy", "tenantfs");
+      Row inf{"Node, 100 clients: p99 with 1 busy DB / p99 without (P4, proxy)"};
+      inf.unit = "x";
+      inf.target = "≤ 1.50× native's inflation";
+      inf.better = Better::kLower;
+      inf.threshold = 1.5;
+      if (nb && nh && nb->p99 > 0) inf.native = nh->p99 / nb->p99;
+      if (tb && th && tb->p99 > 0) inf.tenantfs = th->p99 / tb->p99;
+      rows.push_back(inf);
+    }
+  }
+
+  if (two && !daemon.Alive()) throw std::runtime_error("tenantfs died during the run");
+}
+
 int Main(int argc, char** argv) {
   Options o = ParseOptions(argc, argv);
   for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
@@ -962,259 +1518,11 @@ int Main(int argc, char** argv) {
   std::string failure;
   const std::string busy_at_start = MachineBusy();
   try {
-    std::vector<Side> sides = {{"native", native_root}};
-    if (!o.native_only) {
-      daemon.Start(o.tenantfs, mnt, data_dir, base + "/tenantfs.log");
-      sides.push_back({"tenantfs", mnt});
+    if (o.p8) {
+      RunP8(o, base, daemon, rows);
+    } else {
+      RunWorkloads(o, base, daemon, rows);
     }
-    const bool two = sides.size() == 2;
-    auto col = [&](std::vector<std::vector<Measurement>>& res, size_t k,
-                   const std::function<double(Measurement&)>& f, Row row) {
-      row.native = f(res[0][k]);
-      if (two) row.tenantfs = f(res[1][k]);
-      rows.push_back(std::move(row));
-    };
-    auto rate = [](Measurement& m) { return m.Rate(); };
-    auto p50 = [](Measurement& m) { return m.Percentile(0.50); };
-    auto p99 = [](Measurement& m) { return m.Percentile(0.99); };
-    // CPU per operation: the client's (both sides) and the daemon's (tenantfs only),
-    // to tell a CPU-bound path from one that waits.
-    auto cpu_rows = [&](std::vector<std::vector<Measurement>>& res, const std::string& what) {
-      Row c{"client CPU per " + what};
-      c.unit = "us";
-      col(
-          res, 0, [](Measurement& m) { return m.ops > 0 ? 1e6 * m.cpu_s / m.ops : 0; }, c);
-      if (two) {
-        Row d{"daemon CPU per " + what};
-        d.unit = "us";
-        Measurement& m = res[1][0];
-        d.tenantfs = m.ops > 0 ? 1e6 * m.daemon_cpu_s / m.ops : 0;
-        rows.push_back(d);
-      }
-    };
-
-    for (const Side& s : sides) {
-      std::string dir = s.root + "/bench";
-      if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
-        throw std::runtime_error("mkdir " + dir + " (create a tenant): " + std::strerror(errno));
-      }
-    }
-
-    // P1, P2: 1-row write transactions.
-    struct Mode {
-      const char* journal;
-      const char* sync;
-      const char* name;
-      const char* goal;
-      double threshold;
-    };
-    const Mode modes[] = {{"WAL", "NORMAL", "wal_normal", "P1", 0.5},
-                          {"WAL", "FULL", "wal_full", "P2", 0.8},
-                          {"DELETE", "FULL", "delete_full", "P2", 0.8}};
-    for (const Mode& m : modes) {
-      std::string label = std::string("1-row write tx/s, ") + m.journal + " + " + m.sync;
-      auto res = Alternate(sides, o, label, [&](const Side& s, double budget) {
-        return WriteTxs({s.root + "/bench/w_" + m.name + ".db"}, m.journal, m.sync, budget);
-      });
-      Row row{label + " (" + m.goal + ")"};
-      row.unit = "tx/s";
-      char t[32];
-      std::snprintf(t, sizeof t, "≥ %.2f× native", m.threshold);
-      row.target = t;
-      row.better = Better::kHigher;
-      row.threshold = m.threshold;
-      col(res, 0, rate, row);
-      if (std::string(m.name) == "wal_normal") cpu_rows(res, "tx, WAL + NORMAL");
-    }
-
-    // P3 and the concurrent variant: open + 1-row SELECT + close on existing WAL dbs.
-    std::cerr << "bench: creating " << o.dbs << " databases per side" << std::endl;
-    for (const Side& s : sides) CreateReadDbs(s.root, o.dbs);
-    {
-      auto res =
-          Alternate(sides, o, "open + SELECT + close, 1 client", [&](const Side& s, double budget) {
-            return std::vector<Measurement>{OpenSelectLoad(s.root, 1, o.dbs, budget)};
-          });
-      std::string w = "open + SELECT + close, 1 client, " + std::to_string(o.dbs) + " DBs";
-      Row r50{w + ", p50 (P3)"};
-      r50.unit = "us";
-      r50.target = "≤ 1.50× native";
-      r50.better = Better::kLower;
-      r50.threshold = 1.5;
-      col(res, 0, p50, r50);
-      Row r99{w + ", p99"};
-      r99.unit = "us";
-      col(res, 0, p99, r99);
-      Row rr{w + ", req/s"};
-      rr.unit = "req/s";
-      col(res, 0, rate, rr);
-      cpu_rows(res, "request, 1 client");
-    }
-    {
-      std::string w = "open + SELECT + close, " + std::to_string(o.threads) + " threads, " +
-                      std::to_string(o.dbs) + " DBs";
-      auto res = Alternate(sides, o, w, [&](const Side& s, double budget) {
-        return std::vector<Measurement>{OpenSelectLoad(s.root, o.threads, o.dbs, budget)};
-      });
-      Row r50{w + ", p50"};
-      r50.unit = "us";
-      col(res, 0, p50, r50);
-      Row r99{w + ", p99"};
-      r99.unit = "us";
-      col(res, 0, p99, r99);
-      Row rr{w + ", req/s"};
-      rr.unit = "req/s";
-      col(res, 0, rate, rr);
-      Row rb{w + ", busy-handler sleeps per 1000 req"};
-      rb.unit = "";
-      col(
-          res, 0, [](Measurement& m) { return m.ops > 0 ? 1000 * m.busy_sleeps / m.ops : 0; }, rb);
-      cpu_rows(res, "request, " + std::to_string(o.threads) + " threads");
-    }
-
-    // P5: one database alone, then two written in parallel (a thread each).
-    {
-      auto res = Alternate(
-          sides, o, "parallel databases, WAL + NORMAL", [&](const Side& s, double budget) {
-            std::string d = s.root + "/bench/";
-            auto one = WriteTxs({d + "p_single.db"}, "WAL", "NORMAL", budget);
-            auto two = WriteTxs({d + "p_a.db", d + "p_b.db"}, "WAL", "NORMAL", budget);
-            return std::vector<Measurement>{std::move(one[0]), std::move(two[0]),
-                                            std::move(two[1])};
-          });
-      Row r1{"write tx/s, 1 DB alone, WAL + NORMAL"};
-      r1.unit = "tx/s";
-      col(res, 0, rate, r1);
-      Row ra{"write tx/s, 2 DBs in parallel: DB A"};
-      ra.unit = "tx/s";
-      col(res, 1, rate, ra);
-      Row rb{"write tx/s, 2 DBs in parallel: DB B"};
-      rb.unit = "tx/s";
-      col(res, 2, rate, rb);
-      Row sc{"2 DBs in parallel, (A + B) / 1 DB (P5)"};
-      sc.unit = "x";
-      sc.target = "≥ 1.70× (tenantfs column)";
-      sc.better = Better::kHigher;
-      sc.threshold = 1.7;
-      sc.judge_tenantfs_value = true;
-      auto scaling = [&](size_t s) {
-        double single = res[s][0].Rate();
-        return single > 0 ? (res[s][1].Rate() + res[s][2].Rate()) / single : 0.0;
-      };
-      sc.native = scaling(0);
-      if (two) sc.tenantfs = scaling(1);
-      rows.push_back(sc);
-    }
-
-    // P6: the commit cost of a small transaction must not grow with the database:
-    // 1-row write tx/s on a 1 MiB database and on a large one (--p6-mib).
-    {
-      for (const Side& s : sides) {
-        std::cerr << "bench: P6: filling a " << o.p6_mib << " MiB database (" << s.name << ")"
-                  << std::endl;
-        auto t0 = Clock::now();
-        FillDb(s.root + "/bench/p6_small.db", 1);
-        FillDb(s.root + "/bench/p6_big.db", o.p6_mib);
-        std::cerr << "bench: P6: filled in " << SecondsSince(t0) << " s" << std::endl;
-      }
-      auto res = Alternate(sides, o, "P6 commit cost vs database size",
-                           [&](const Side& s, double budget) {
-                             std::string d = s.root + "/bench/";
-                             auto small = WriteTxs({d + "p6_small.db"}, "WAL", "NORMAL", budget);
-                             auto big = WriteTxs({d + "p6_big.db"}, "WAL", "NORMAL", budget);
-                             return std::vector<Measurement>{std::move(small[0]),
-                                                             std::move(big[0])};
-                           });
-      std::string big_name = std::to_string(o.p6_mib) + " MiB";
-      Row rs{"1-row write tx/s, 1 MiB DB, WAL + NORMAL"};
-      rs.unit = "tx/s";
-      col(res, 0, rate, rs);
-      Row rl{"1-row write tx/s, " + big_name + " DB, WAL + NORMAL"};
-      rl.unit = "tx/s";
-      col(res, 1, rate, rl);
-      Row cost{"commit cost, " + big_name + " DB / 1 MiB DB (P6)"};
-      cost.unit = "x";
-      cost.target = "≤ 1.20× (tenantfs column)";
-      cost.better = Better::kLower;
-      cost.threshold = 1.2;
-      cost.judge_tenantfs_value = true;
-      auto ratio = [&](size_t s) {
-        double big = res[s][1].Rate();
-        return big > 0 ? res[s][0].Rate() / big : 0.0;
-      };
-      cost.native = ratio(0);
-      if (two) cost.tenantfs = ratio(1);
-      rows.push_back(cost);
-    }
-
-    // P4: Node better-sqlite3, open per request (bench/node_bench.mjs).
-    {
-      std::string why = o.node ? NodeUnavailable(o) : "not run (pass --node)";
-      if (!why.empty()) {
-        Row r{"Node better-sqlite3 open per request (P4)"};
-        r.note = why;
-        r.target = "≥ 0.70× req/s, p50 ≤ 1.50×";
-        rows.push_back(r);
-      } else {
-        std::cerr << "bench: node " << o.node_script << std::endl;
-        auto metrics = RunNode(o, native_root, two ? mnt : "");
-        auto find = [&](const std::string& sc,
-                        const std::string& side) -> std::optional<NodeMetric> {
-          for (auto& m : metrics)
-            if (m.scenario == sc && m.side == side) return m;
-          return std::nullopt;
-        };
-        struct Scn {
-          std::string key, label;
-          bool p4;
-        };
-        const Scn scns[] = {{"w4", "Node, 4 worker threads, 100 DBs", true},
-                            {"c100", "Node, 100 clients, a DB each", false},
-                            {"c100busy", "Node, 100 clients + 1 DB under heavy writes", false}};
-        for (const Scn& sc : scns) {
-          auto n = find(sc.key, "native");
-          auto t = find(sc.key, "tenantfs");
-          if (!n) throw std::runtime_error("node_bench.mjs gave no result for " + sc.key);
-          Row rr{sc.label + ", req/s" + (sc.p4 ? " (P4)" : "")};
-          rr.unit = "req/s";
-          rr.native = n->rps;
-          if (t) rr.tenantfs = t->rps;
-          Row r50{sc.label + ", p50" + (sc.p4 ? " (P4)" : "")};
-          r50.unit = "us";
-          r50.native = n->p50;
-          if (t) r50.tenantfs = t->p50;
-          Row r99{sc.label + ", p99"};
-          r99.unit = "us";
-          r99.native = n->p99;
-          if (t) r99.tenantfs = t->p99;
-          if (sc.p4) {
-            rr.target = "≥ 0.70× native";
-            rr.better = Better::kHigher;
-            rr.threshold = 0.7;
-            r50.target = "≤ 1.50× native";
-            r50.better = Better::kLower;
-            r50.threshold = 1.5;
-          }
-          rows.push_back(rr);
-          rows.push_back(r50);
-          rows.push_back(r99);
-        }
-        // "No request waits on another database": how much one busy database inflates
-        // the p99 of requests to the others, through the mount against natively.
-        auto nb = find("c100", "native"), nh = find("c100busy", "native");
-        auto tb = find("c100", "tenantfs"), th = find("c100busy", "tenantfs");
-        Row inf{"Node, 100 clients: p99 with 1 busy DB / p99 without (P4, proxy)"};
-        inf.unit = "x";
-        inf.target = "≤ 1.50× native's inflation";
-        inf.better = Better::kLower;
-        inf.threshold = 1.5;
-        if (nb && nh && nb->p99 > 0) inf.native = nh->p99 / nb->p99;
-        if (tb && th && tb->p99 > 0) inf.tenantfs = th->p99 / tb->p99;
-        rows.push_back(inf);
-      }
-    }
-
-    if (two && !daemon.Alive()) throw std::runtime_error("tenantfs died during the run");
   } catch (const std::exception& e) {
     failure = e.what();
   }
