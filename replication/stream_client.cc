@@ -26,6 +26,7 @@
 #include "metrics/metrics.h"
 #include "replication/apply_lock.h"
 #include "replication/stream_frames.h"
+#include "replication/stream_keys.h"
 #include "tenancy/changeset.h"
 #include "tenancy/crc64.h"
 #include "tenancy/store.h"
@@ -43,19 +44,6 @@ using tenancy::Result;
 using tenancy::Status;
 
 namespace {
-
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-std::string Key(const std::string& t, const std::string& d) { return t + "/" + d; }
-
-std::pair<std::string, std::string> SplitKey(const std::string& key) {
-  size_t slash = key.find('/');
-  return {key.substr(0, slash), key.substr(slash + 1)};
-}
 
 Status WriteAll(int fd, const char* p, size_t n, off_t off, const std::string& what) {
   while (n > 0) {
@@ -283,41 +271,46 @@ struct StreamClient::Impl {
     if (file.ok()) o.invalidate_data(file.value().get());
   }
 
-  Status ApplyBatch(const std::string& t, const std::string& d, const std::vector<ChangeSet>& batch) {
+  // The apply step both kinds of work share: SQLite's locks through the mount,
+  // write(capture) on the database's queue, then — whatever was written, even
+  // after a failure — the kernel's cached pages dropped and a WAL database's
+  // index reset so readers reload, then the locks released. *after: the
+  // position reached.
+  Status UnderLock(const std::string& t, const std::string& d,
+                   const std::function<Status(Capture&)>& write, Position* after) {
     auto db = OpenDb(t, d);
     if (!db.ok()) return db.status();
     auto lock = Lock(t, d);
     if (!lock.ok()) return lock.status();
-    Position after;
     Status s = o.store->RunOn(db.value(), [&](Capture& c) {
-      Status a;
-      for (const auto& cs : batch) {
-        a = c.ApplyRemote(cs);
-        if (!a.ok()) break;
-      }
-      after = c.position();
-      return a;
+      Status w = write(c);
+      *after = c.position();
+      return w;
     });
-    // Whatever was written, readers must reload before they come back (even
-    // after a failure: the file may have changed).
     Invalidate(t, d);
     if (lock.value()->wal()) {
-      Status r = lock.value()->ResetWalIndex(after.pages);
+      Status r = lock.value()->ResetWalIndex(after->pages);
       if (s.ok()) s = r;
     }
     lock.value()->Release();
+    return s;
+  }
+
+  Status ApplyBatch(const std::string& t, const std::string& d, const std::vector<ChangeSet>& batch) {
+    Position after;
+    Status s = UnderLock(t, d, [&](Capture& c) {
+      for (const auto& cs : batch) {
+        if (Status a = c.ApplyRemote(cs); !a.ok()) return a;
+      }
+      return Status::Ok();
+    }, &after);
     if (!s.ok()) return s;
-    int64_t now = NowMs();
-    if (!batch.empty()) NoteLag(now - batch.back().timestamp_ms);
+    if (!batch.empty()) NoteLag(NowMs() - batch.back().timestamp_ms);
     QueueAck(t, d, after);
     return Status::Ok();
   }
 
   Status InstallSnapshot(const std::string& t, const std::string& d, const Task& task) {
-    auto db = OpenDb(t, d);
-    if (!db.ok()) return db.status();
-    auto lock = Lock(t, d);
-    if (!lock.ok()) return lock.status();
     Staging& st = *task.staging;
     std::sort(st.present.begin(), st.present.end());
     st.present.erase(std::unique(st.present.begin(), st.present.end()), st.present.end());
@@ -327,27 +320,18 @@ struct StreamClient::Impl {
     pos.db_id = task.end.db_id;
     pos.page_size = st.page_size;
     pos.pages = task.end.commit_pages;
+    auto copy_staged = [&](int fd) {
+      std::vector<char> buf(st.page_size);
+      for (uint32_t p : st.present) {
+        if (p > pos.pages) break;
+        off_t off = static_cast<off_t>(uint64_t{p - 1} * st.page_size);
+        if (Status r = ReadAll(st.fd, buf.data(), buf.size(), off, st.path); !r.ok()) return r;
+        if (Status w = WriteAll(fd, buf.data(), buf.size(), off, "database"); !w.ok()) return w;
+      }
+      return Status::Ok();
+    };
     Position after;
-    Status s = o.store->RunOn(db.value(), [&](Capture& c) {
-      Status i = c.InstallSnapshot(pos, [&](int fd) {
-        std::vector<char> buf(st.page_size);
-        for (uint32_t p : st.present) {
-          if (p > pos.pages) break;
-          off_t off = static_cast<off_t>(uint64_t{p - 1} * st.page_size);
-          if (Status r = ReadAll(st.fd, buf.data(), buf.size(), off, st.path); !r.ok()) return r;
-          if (Status w = WriteAll(fd, buf.data(), buf.size(), off, "database"); !w.ok()) return w;
-        }
-        return Status::Ok();
-      });
-      after = c.position();
-      return i;
-    });
-    Invalidate(t, d);
-    if (lock.value()->wal()) {
-      Status r = lock.value()->ResetWalIndex(after.pages);
-      if (s.ok()) s = r;
-    }
-    lock.value()->Release();
+    Status s = UnderLock(t, d, [&](Capture& c) { return c.InstallSnapshot(pos, copy_staged); }, &after);
     if (!s.ok()) return s;
     LOG_INFO("snapshot applied", {{"db", t + "/" + d}, {"txid", std::to_string(pos.txid)},
                                   {"pages_received", std::to_string(st.present.size())}});

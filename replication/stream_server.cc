@@ -15,6 +15,7 @@
 #include "metrics/log.h"
 #include "metrics/metrics.h"
 #include "replication/stream_frames.h"
+#include "replication/stream_keys.h"
 #include "tenancy/crc64.h"
 #include "tenancy/store.h"
 
@@ -32,19 +33,6 @@ using tenancy::Status;
 namespace {
 
 constexpr size_t kWindowBytes = 4u << 20;  // outbound bytes queued per replica
-
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-std::string Key(const std::string& t, const std::string& d) { return t + "/" + d; }
-
-std::pair<std::string, std::string> SplitKey(const std::string& key) {
-  size_t slash = key.find('/');
-  return {key.substr(0, slash), key.substr(slash + 1)};
-}
 
 }  // namespace
 
