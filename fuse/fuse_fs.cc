@@ -942,15 +942,26 @@ void FuseServer::UnregisterApplierThread() {
 // it caches; that may wait on FUSE requests (directory locks, dirty -shm pages
 // written back), hence the REQUIRES in the header. ENOENT: the kernel holds no
 // such inode or name, which is what we wanted.
-void FuseServer::InvalidateData(const tenancy::File* file) {
+void FuseServer::InvalidateData(const tenancy::File* file) { InvalidateData(file, {}); }
+
+void FuseServer::InvalidateData(const tenancy::File* file,
+                                const std::vector<std::pair<uint64_t, uint64_t>>& ranges) {
   if (file == nullptr || !impl_->notify_ok.load()) return;
   Node* n = impl_->nodes.Find(file);
   if (n == nullptr) return;
   // Only the number is used: the node may be forgotten meanwhile (the kernel
-  // then answers ENOENT).
-  int rc = fuse_lowlevel_notify_inval_inode(impl_->se, impl_->InoOf(n), 0, 0);
-  if (rc != 0 && rc != -ENOENT) {
-    LOG_WARN("inode invalidation failed", {{"file", file->path()}, {"error", std::strerror(-rc)}});
+  // then answers ENOENT). Every call also drops the attributes.
+  fuse_ino_t ino = impl_->InoOf(n);
+  auto one = [&](off_t off, off_t len) {
+    int rc = fuse_lowlevel_notify_inval_inode(impl_->se, ino, off, len);
+    if (rc != 0 && rc != -ENOENT) {
+      LOG_WARN("inode invalidation failed", {{"file", file->path()}, {"error", std::strerror(-rc)}});
+    }
+    return rc;
+  };
+  if (ranges.empty()) return (void)one(0, 0);
+  for (const auto& [off, len] : ranges) {
+    if (one(static_cast<off_t>(off), static_cast<off_t>(len)) == -ENOENT) return;
   }
 }
 

@@ -10,6 +10,8 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 #include <string_view>
 
 #include "metrics/metrics.h"
@@ -77,6 +79,10 @@ class FuseServer {
   // Thread-safe. REQUIRES: stop calling before Unmount() (after it they do
   // nothing, but one racing with it may write to a closed session).
   void InvalidateData(const tenancy::File* file);
+  // Only the byte ranges (offset, length) given, and the attributes; empty = the
+  // whole file. Same rules as above.
+  void InvalidateData(const tenancy::File* file,
+                      const std::vector<std::pair<uint64_t, uint64_t>>& ranges);
   void InvalidateEntry(std::string_view tenant, std::string_view name);
 
   struct Impl;

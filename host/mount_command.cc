@@ -209,7 +209,10 @@ int RunMount(const Config& config) {
     co.node_id = config.node_id;
     co.data_dir = config.data_dir;
     co.mount_dir = config.fuse_dir;
-    co.invalidate_data = [fs](const tenancy::File* f) { fs->InvalidateData(f); };
+    co.invalidate_data = [fs](const tenancy::File* f,
+                              const std::vector<std::pair<uint64_t, uint64_t>>& ranges) {
+      fs->InvalidateData(f, ranges);
+    };
     co.invalidate_entry = [fs](const std::string& t, const std::string& n) {
       fs->InvalidateEntry(t, n);
     };

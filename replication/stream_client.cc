@@ -263,12 +263,38 @@ struct StreamClient::Impl {
     return lock;
   }
 
-  void Invalidate(const std::string& t, const std::string& d) {
+  // ranges: byte ranges that changed; empty = the whole file.
+  void Invalidate(const std::string& t, const std::string& d,
+                  const std::vector<std::pair<uint64_t, uint64_t>>& ranges) {
     if (!o.invalidate_data) return;
     auto tenant = o.store->LookupTenant(t);
     if (!tenant.ok()) return;
     auto file = o.store->LookupFile(tenant.value(), d);
-    if (file.ok()) o.invalidate_data(file.value().get());
+    if (file.ok()) o.invalidate_data(file.value().get(), ranges);
+  }
+
+  // The byte ranges a batch wrote, merged into runs of consecutive pages; past
+  // kMaxRanges runs (or on a page size change) the whole file.
+  static std::vector<std::pair<uint64_t, uint64_t>> ChangedRanges(const std::vector<ChangeSet>& batch) {
+    constexpr size_t kMaxRanges = 64;
+    std::vector<uint32_t> pages;
+    uint32_t ps = batch.empty() ? 0 : batch.front().page_size;
+    for (const auto& cs : batch) {
+      if (cs.page_size != ps || (cs.flags & ChangeSet::kFlagSnapshot)) return {};
+      pages.insert(pages.end(), cs.pgnos.begin(), cs.pgnos.end());
+    }
+    std::sort(pages.begin(), pages.end());
+    pages.erase(std::unique(pages.begin(), pages.end()), pages.end());
+    std::vector<std::pair<uint64_t, uint64_t>> runs;
+    for (size_t i = 0; i < pages.size();) {
+      size_t j = i + 1;
+      while (j < pages.size() && pages[j] == pages[j - 1] + 1) ++j;
+      runs.emplace_back(uint64_t{pages[i] - 1} * ps, uint64_t(j - i) * ps);
+      if (runs.size() > kMaxRanges) return {};
+      i = j;
+    }
+    if (runs.empty()) return {};
+    return runs;
   }
 
   // The apply step both kinds of work share: SQLite's locks through the mount,
@@ -277,7 +303,8 @@ struct StreamClient::Impl {
   // index reset so readers reload, then the locks released. *after: the
   // position reached.
   Status UnderLock(const std::string& t, const std::string& d,
-                   const std::function<Status(Capture&)>& write, Position* after) {
+                   const std::function<Status(Capture&)>& write, Position* after,
+                   const std::vector<std::pair<uint64_t, uint64_t>>& ranges = {}) {
     auto db = OpenDb(t, d);
     if (!db.ok()) return db.status();
     auto lock = Lock(t, d);
@@ -287,7 +314,8 @@ struct StreamClient::Impl {
       *after = c.position();
       return w;
     });
-    Invalidate(t, d);
+    // On failure the file may have changed anywhere: drop all of it.
+    Invalidate(t, d, s.ok() ? ranges : std::vector<std::pair<uint64_t, uint64_t>>{});
     if (lock.value()->wal()) {
       Status r = lock.value()->ResetWalIndex(after->pages);
       if (s.ok()) s = r;
@@ -303,7 +331,7 @@ struct StreamClient::Impl {
         if (Status a = c.ApplyRemote(cs); !a.ok()) return a;
       }
       return Status::Ok();
-    }, &after);
+    }, &after, ChangedRanges(batch));
     if (!s.ok()) return s;
     if (!batch.empty()) NoteLag(NowMs() - batch.back().timestamp_ms);
     QueueAck(t, d, after);

@@ -25,6 +25,8 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "tenancy/status.h"
 
@@ -49,7 +51,10 @@ class StreamClient {
     std::string data_dir;   // <data_dir>/CLUSTER, <data_dir>/tmp
     std::string mount_dir;  // the applier locks MOUNT/<tenant>/<db>
     // Hooks into the FUSE adapter (host wires them; replication never includes fuse/).
-    std::function<void(const tenancy::File*)> invalidate_data;
+    // Drop the kernel's cached pages of (offset, length) ranges and the
+    // attributes of a file; no ranges = the whole file.
+    std::function<void(const tenancy::File*, const std::vector<std::pair<uint64_t, uint64_t>>&)>
+        invalidate_data;
     std::function<void(const std::string& tenant, const std::string& name)> invalidate_entry;
     std::function<void()> applier_thread_started;  // e.g. FuseServer::RegisterApplierThread
     int appliers = 2;

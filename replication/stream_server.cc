@@ -131,6 +131,9 @@ class ReplicaConn : public std::enable_shared_from_this<ReplicaConn> {
     uint32_t next = 1;
     Position base;  // the primary's position when the first chunk was read
     uint64_t pages_sent = 0;
+    uint64_t fix_next = 0;  // next fix-up TXID (0: fix-ups not started)
+    uint64_t fixups = 0;
+    Position end;  // the position the fix-ups sent so far lead to
   };
   // What the replica has (or will have once it applies what was sent).
   struct DbState {
@@ -580,28 +583,38 @@ class ReplicaConn : public std::enable_shared_from_this<ReplicaConn> {
       *more = true;
       return Status::Ok();
     }
-    // kFixup: the change sets committed since base repair pages read before them.
+    // kFixup: the change sets committed since base repair pages read before
+    // them; sent a bounded batch per step, like ordinary catch-up.
+    if (sn.fix_next == 0) {
+      sn.fix_next = sn.base.txid + 1;
+      sn.end = sn.base;
+    }
     std::vector<std::string> records;
-    Position end = sn.base;
-    bool trimmed = false;
+    bool trimmed = false, done = false;
     Status s = store().RunOn(db, [&](Capture& c) {
-      if (c.position().txid == sn.base.txid) return Status::Ok();
-      uint64_t want = sn.base.txid + 1;
+      uint64_t tail = c.position().txid;
+      if (tail < sn.fix_next) {
+        done = true;
+        return Status::Ok();
+      }
       bool first = true;
-      Status fs = c.log()->ForEach(want, [&](const ChangeSet& cs) {
-        if (first && cs.min_txid > want) {
+      size_t bytes = 0;
+      Status fs = c.log()->ForEach(sn.fix_next, [&](const ChangeSet& cs) {
+        if (first && cs.min_txid > sn.fix_next) {
           trimmed = true;
           return false;
         }
         first = false;
         records.push_back(tenancy::EncodeChangeSet(cs));
-        end.txid = cs.max_txid;
-        end.checksum = cs.post_checksum;
-        end.pages = cs.commit_pages;
-        end.timestamp_ms = cs.timestamp_ms;
-        return true;
+        bytes += records.back().size();
+        sn.end.txid = cs.max_txid;
+        sn.end.checksum = cs.post_checksum;
+        sn.end.pages = cs.commit_pages;
+        sn.end.timestamp_ms = cs.timestamp_ms;
+        return bytes < hub_->options().batch_bytes;
       });
       if (fs.ok() && first) trimmed = true;
+      done = !trimmed && sn.end.txid >= tail;
       return fs;
     });
     if (!s.ok()) return s;
@@ -613,6 +626,11 @@ class ReplicaConn : public std::enable_shared_from_this<ReplicaConn> {
     for (const auto& r : records) {
       if (!SendRecord(t, d, r)) return Status::Unavailable("closed");
     }
+    sn.fixups += records.size();
+    sn.fix_next = sn.end.txid + 1;
+    *more = true;
+    if (!done) return Status::Ok();
+    const Position& end = sn.end;
     SnapshotEnd e;
     e.tenant = t;
     e.db = d;
@@ -623,14 +641,13 @@ class ReplicaConn : public std::enable_shared_from_this<ReplicaConn> {
     if (!Send(e)) return Status::Unavailable("closed");
     LOG_INFO("snapshot sent", {{"peer", peer_}, {"db", key}, {"txid", std::to_string(end.txid)},
                                {"pages_sent", std::to_string(sn.pages_sent)},
-                               {"fixups", std::to_string(records.size())}});
+                               {"fixups", std::to_string(sn.fixups)}});
     st.known = true;
     st.db_id = sn.base.db_id;
     st.txid = end.txid;
     st.checksum = end.checksum;
-    st.snap.reset();
     NoteSent(key, end.txid, end.timestamp_ms);
-    *more = true;  // commits since the fix-ups follow as ordinary change sets
+    st.snap.reset();  // commits since the fix-ups follow as ordinary change sets
     return Status::Ok();
   }
 
