@@ -51,7 +51,12 @@ class ReplicaConn : public std::enable_shared_from_this<ReplicaConn> {
   }
 
   void Start(beast::http::request<beast::http::empty_body> req, beast::flat_buffer buffer) {
-    in_ = std::move(buffer);
+    // The HTTP session's buffer is capped for headers; frames need up to
+    // kMaxFrameBytes (read_message_max), so take over its bytes, not the buffer.
+    auto leftover = buffer.data();
+    in_.commit(asio::buffer_copy(in_.prepare(leftover.size()), leftover));
+    beast::error_code nd;
+    beast::get_lowest_layer(ws_).socket().set_option(tcp::no_delay(true), nd);  // small frames, now
     ws_.binary(true);
     ws_.read_message_max(kMaxFrameBytes);
     // Replicas answer pings (Beast does it for them): a dead one is noticed
@@ -134,12 +139,14 @@ class ReplicaConn : public std::enable_shared_from_this<ReplicaConn> {
     uint64_t fix_next = 0;  // next fix-up TXID (0: fix-ups not started)
     uint64_t fixups = 0;
     Position end;  // the position the fix-ups sent so far lead to
+    tenancy::ChangeLog::Cursor cursor;
   };
   // What the replica has (or will have once it applies what was sent).
   struct DbState {
     uint64_t db_id = 0, txid = 0, checksum = tenancy::kEmptyChecksum;
     bool known = false;  // the replica has this database
     std::unique_ptr<Snapshot> snap;
+    tenancy::ChangeLog::Cursor cursor;  // where the next record to send starts
   };
 
   tenancy::Store& store() { return *hub_->options().store; }
@@ -440,23 +447,24 @@ class ReplicaConn : public std::enable_shared_from_this<ReplicaConn> {
       }
       uint64_t want = st.txid + 1;
       uint64_t have_checksum = st.txid == 0 ? tenancy::kEmptyChecksum : st.checksum;
-      size_t bytes = 0;
       bool first = true;
-      Status fs = c.log()->ForEach(want, [&](const ChangeSet& cs) {
-        bool snapshot = (cs.flags & ChangeSet::kFlagSnapshot) != 0;
-        if (first && !snapshot && (cs.min_txid != want || cs.pre_checksum != have_checksum)) {
-          need_snapshot = true;  // trimmed past the replica's position, or it diverged
-          return false;
-        }
-        first = false;
-        records.push_back(tenancy::EncodeChangeSet(cs));
-        bytes += records.back().size();
-        last.txid = cs.max_txid;
-        last.checksum = cs.post_checksum;
-        last.db_id = cs.db_id;
-        last.timestamp_ms = cs.timestamp_ms;
-        return bytes < hub_->options().batch_bytes;
-      });
+      // Records go out as the log holds them; the replica verifies each one.
+      Status fs = c.log()->ReadRaw(
+          &st.cursor, want, hub_->options().batch_bytes,
+          [&](std::string_view raw, const tenancy::ChangeSetHeader& h) {
+            bool snapshot = (h.flags & ChangeSet::kFlagSnapshot) != 0;
+            if (first && !snapshot && (h.min_txid != want || h.pre_checksum != have_checksum)) {
+              need_snapshot = true;  // trimmed past the replica's position, or it diverged
+              return false;
+            }
+            first = false;
+            records.emplace_back(raw);
+            last.txid = h.max_txid;
+            last.checksum = h.post_checksum;
+            last.db_id = h.db_id;
+            last.timestamp_ms = h.timestamp_ms;
+            return true;
+          });
       if (fs.ok() && first && !need_snapshot) need_snapshot = true;  // nothing retained after it
       return fs;
     });
@@ -598,21 +606,21 @@ class ReplicaConn : public std::enable_shared_from_this<ReplicaConn> {
         return Status::Ok();
       }
       bool first = true;
-      size_t bytes = 0;
-      Status fs = c.log()->ForEach(sn.fix_next, [&](const ChangeSet& cs) {
-        if (first && cs.min_txid > sn.fix_next) {
-          trimmed = true;
-          return false;
-        }
-        first = false;
-        records.push_back(tenancy::EncodeChangeSet(cs));
-        bytes += records.back().size();
-        sn.end.txid = cs.max_txid;
-        sn.end.checksum = cs.post_checksum;
-        sn.end.pages = cs.commit_pages;
-        sn.end.timestamp_ms = cs.timestamp_ms;
-        return bytes < hub_->options().batch_bytes;
-      });
+      Status fs = c.log()->ReadRaw(
+          &sn.cursor, sn.fix_next, hub_->options().batch_bytes,
+          [&](std::string_view raw, const tenancy::ChangeSetHeader& h) {
+            if (first && h.min_txid > sn.fix_next) {
+              trimmed = true;
+              return false;
+            }
+            first = false;
+            records.emplace_back(raw);
+            sn.end.txid = h.max_txid;
+            sn.end.checksum = h.post_checksum;
+            sn.end.pages = h.commit_pages;
+            sn.end.timestamp_ms = h.timestamp_ms;
+            return true;
+          });
       if (fs.ok() && first) trimmed = true;
       done = !trimmed && sn.end.txid >= tail;
       return fs;

@@ -879,7 +879,6 @@ Status Capture::ApplyRemote(const ChangeSet& cs) {
   if (::ftruncate(fd.value(), static_cast<off_t>(uint64_t{cs.commit_pages} * cs.page_size)) != 0) {
     return Fail(Status::FromErrno(errno, "truncate " + env_.main_path));
   }
-  if (::fdatasync(fd.value()) != 0) return Fail(Status::FromErrno(errno, "sync " + env_.main_path));
   page_size_ = cs.page_size;
   pages_ = cs.commit_pages;
   if (!same_size) {
@@ -906,7 +905,6 @@ Status Capture::ApplyRemote(const ChangeSet& cs) {
   Status s = log_->Append(encoded, pos, env_.now_ms());
   log_fd_open_.store(log_->fd_open(), std::memory_order_relaxed);
   if (!s.ok()) return Fail(s);
-  if (Status ss = log_->Sync(); !ss.ok()) return Fail(ss);
   txid_ = cs.max_txid;
   checksum_ = sum;
   db_id_ = cs.db_id;

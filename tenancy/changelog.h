@@ -64,6 +64,20 @@ class ChangeLog {
   // Calls fn for every record with max_txid >= from_txid, in order, until fn
   // returns false. Records are decoded and verified.
   Status ForEach(uint64_t from_txid, const std::function<bool(const ChangeSet&)>& fn) const;
+  // Where a reader left off: the record for next_txid starts at `offset` in the
+  // segment named `segment` (its first TXID). A stale cursor (another TXID, a
+  // segment since deleted) is simply not used.
+  struct Cursor {
+    uint64_t segment = 0, offset = 0, next_txid = 0;
+  };
+  // Calls fn(raw record, its header) for records with max_txid >= from_txid, in
+  // order, without verifying or decoding them (the receiver does), until
+  // max_bytes have been passed or fn returns false; continues from *cursor when
+  // it points at from_txid, else finds the record by reading headers from the
+  // segment holding from_txid. Leaves *cursor after the last record passed.
+  // A torn record at the end of the newest segment ends the read quietly.
+  Status ReadRaw(Cursor* cursor, uint64_t from_txid, size_t max_bytes,
+                 const std::function<bool(std::string_view, const ChangeSetHeader&)>& fn) const;
   // The first TXID still retained (0 when empty).
   uint64_t first_txid() const;
 

@@ -338,4 +338,33 @@ Result<ChangeSet> DecodeChangeSet(std::string_view bytes) {
   return cs;
 }
 
+Result<ChangeSetHeader> PeekChangeSetHeader(std::string_view record) {
+  auto len = ChangeSetSizeFromHeader(record);
+  if (!len.ok()) return len.status();
+  if (record.size() < len.value()) return Status::InvalidArgument("change set: truncated record");
+  auto u32 = [&](size_t off) {
+    uint32_t v;
+    std::memcpy(&v, record.data() + off, 4);
+    return v;
+  };
+  auto u64 = [&](size_t off) {
+    uint64_t v;
+    std::memcpy(&v, record.data() + off, 8);
+    return v;
+  };
+  ChangeSetHeader h;
+  h.flags = u32(8);
+  h.page_size = u32(12);
+  h.record_len = u32(16);
+  h.page_count = u32(20);
+  h.commit_pages = u32(24);
+  h.db_id = u64(32);
+  h.min_txid = u64(40);
+  h.max_txid = u64(48);
+  h.timestamp_ms = static_cast<int64_t>(u64(56));
+  h.pre_checksum = u64(64);
+  h.post_checksum = u64(72);
+  return h;
+}
+
 }  // namespace tenancy

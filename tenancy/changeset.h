@@ -67,6 +67,19 @@ std::string EncodeChangeSet(const ChangeSet& cs);
 // "change set: page 7 out of order", "change set: checksum mismatch".
 Result<ChangeSet> DecodeChangeSet(std::string_view bytes);
 
+// The fixed-header fields of a record, read without verifying the record (no
+// CRC, no decompression): for code that forwards records as they are (the
+// replication stream) and only needs to know which TXIDs they cover. The
+// receiver decodes and verifies. kInvalidArgument when `record` is shorter
+// than its header or its magic, version or lengths are wrong.
+struct ChangeSetHeader {
+  uint32_t flags = 0, page_size = 0, record_len = 0, page_count = 0, commit_pages = 0;
+  uint64_t db_id = 0, min_txid = 0, max_txid = 0;
+  int64_t timestamp_ms = 0;
+  uint64_t pre_checksum = 0, post_checksum = 0;
+};
+Result<ChangeSetHeader> PeekChangeSetHeader(std::string_view record);
+
 // The record length stored in a trailer. `last_bytes` ends where a record ends and
 // holds at least kChangeSetTrailerSize bytes (only the last ones are read). Bad
 // end magic or an impossible length gives kInvalidArgument. The record is not
