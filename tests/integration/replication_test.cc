@@ -354,6 +354,45 @@ TEST_F(ReplicationTest, WrongTokenIsRefused) {
   EXPECT_EQ(r.out, "401");
 }
 
+// A replica belongs to the cluster of the first primary it followed: pointed at
+// the primary of another cluster, it refuses its stream and says why.
+TEST_F(ReplicationTest, ReplicaRefusesAPrimaryOfAnotherCluster) {
+  StartPrimary();
+  ASSERT_EQ(::mkdir(primary_.Mnt("acme").c_str(), 0755), 0);
+  MakeDb("acme/a.db", "wal");
+  StartReplica(replica1_, "replica1");
+  std::string why;
+  ASSERT_TRUE(WaitConverged(replica1_, {"acme/a.db"}, 30s, &why)) << why;
+  std::string cluster = Trim(ReadFile(replica1_.scratch->data() + "/CLUSTER"));
+  EXPECT_EQ(cluster, Trim(ReadFile(primary_.scratch->data() + "/CLUSTER")));
+  EXPECT_EQ(cluster.size(), 32u);
+  Result r = replica1_.daemon->Stop();
+  ASSERT_TRUE(r.Ok()) << r.Describe();
+  // Another primary (its own data dir: a new cluster) with a database of its own.
+  Node other;
+  other.config = other.scratch->WorkPath("other.yaml");
+  WriteFile(other.config, "node: {id: other}\nlease: {candidate: true}\n");
+  other.daemon = std::make_unique<Daemon>(other.scratch->mnt(), other.scratch->data());
+  Start(other);
+  ASSERT_EQ(::mkdir(other.Mnt("zeta").c_str(), 0755), 0);
+  ASSERT_TRUE(Sql(other.Mnt("zeta/z.db"), "CREATE TABLE t(x); INSERT INTO t VALUES(1);").Ok());
+  WriteFile(replica1_.config, "node: {id: replica1}\nlease: {candidate: false, primary-url: \"" +
+                                  other.Url() + "\"}\n");
+  Start(replica1_);
+  auto deadline = Clock::now() + 10s;
+  while (replica1_.daemon->Log().find("cluster id mismatch") == std::string::npos &&
+         Clock::now() < deadline) {
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_NE(replica1_.daemon->Log().find("cluster id mismatch"), std::string::npos)
+      << replica1_.daemon->Describe();
+  EXPECT_FALSE(Exists(replica1_.Mnt("zeta")));
+  EXPECT_TRUE(Exists(replica1_.Mnt("acme/a.db")));  // what it had stays
+  EXPECT_EQ(Trim(ReadFile(replica1_.scratch->data() + "/CLUSTER")), cluster);
+  Result ro = other.daemon->Stop();
+  EXPECT_TRUE(ro.Ok()) << ro.Describe();
+}
+
 // A corrupted change-set frame is detected by the replica, which re-syncs.
 TEST_F(ReplicationTest, CorruptFrameIsDetectedAndResynced) {
   primary_.config = primary_.scratch->WorkPath("primary.yaml");
