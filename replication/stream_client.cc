@@ -155,7 +155,8 @@ struct StreamClient::Impl {
   struct Task {
     enum class Kind { kApply, kSnapshot, kDrop, kHashes } kind = Kind::kApply;
     uint64_t gen = 0;
-    ChangeSet cs;                      // kApply
+    std::string raw;                   // kApply: the record as received (decoded by the applier)
+    int64_t commit_ms = 0;             // kApply: its commit time on the primary
     std::shared_ptr<Staging> staging;  // kSnapshot
     SnapshotEnd end;                   // kSnapshot
     int64_t received_ms = 0;
@@ -219,12 +220,21 @@ struct StreamClient::Impl {
       Task::Kind kind = tasks.front().kind;
       if (kind == Task::Kind::kApply) {
         std::vector<ChangeSet> batch;
-        while (!tasks.empty() && tasks.front().kind == Task::Kind::kApply &&
+        while (s.ok() && !tasks.empty() && tasks.front().kind == Task::Kind::kApply &&
                tasks.front().gen == gen.load()) {
-          batch.push_back(std::move(tasks.front().cs));
+          auto cs = tenancy::DecodeChangeSet(tasks.front().raw);
           tasks.pop_front();
+          if (!cs.ok()) {
+            s = Status::DataLoss("corrupt change set for " + key + ": " + cs.status().ToString());
+          } else if (cs->tenant != t || cs->db != d) {
+            s = Status::InvalidArgument("stream: change set of " + cs->tenant + "/" + cs->db + " sent for " + key);
+          } else {
+            batch.push_back(std::move(cs.value()));
+          }
         }
-        s = ApplyBatch(t, d, batch);
+        // What decoded before a bad record still applies (it follows).
+        Status applied = batch.empty() ? Status::Ok() : ApplyBatch(t, d, batch);
+        if (s.ok()) s = applied;
       } else {
         Task task = std::move(tasks.front());
         tasks.pop_front();
@@ -547,14 +557,28 @@ struct StreamClient::Impl {
       }
       buf += c->bytes;
       if (buf.size() < c->record_len) return Status::Ok();
-      auto cs = tenancy::DecodeChangeSet(buf);
+      std::string record = std::move(buf);
       partial.erase(key);
+      auto st = staging.find(key);
+      if (st == staging.end()) {
+        // Decoding (CRC, LZ4) happens on the applier threads, off this one.
+        auto h = tenancy::PeekChangeSetHeader(record);
+        if (!h.ok()) return Status::DataLoss("corrupt change set for " + key + ": " + h.status().ToString());
+        Task task;
+        task.kind = Task::Kind::kApply;
+        task.gen = gen.load();
+        task.received_ms = NowMs();
+        task.commit_ms = h->timestamp_ms;
+        task.raw = std::move(record);
+        Enqueue(key, std::move(task));
+        return Status::Ok();
+      }
+      auto cs = tenancy::DecodeChangeSet(record);
       if (!cs.ok()) return Status::DataLoss("corrupt change set for " + key + ": " + cs.status().ToString());
       if (cs->tenant != c->tenant || cs->db != c->db) {
         return Status::InvalidArgument("stream: change set names " + cs->tenant + "/" + cs->db + " in a piece for " + key);
       }
-      auto st = staging.find(key);
-      if (st != staging.end()) {  // a snapshot's fix-up
+      {  // a snapshot's fix-up
         Staging& sg = *st->second;
         if (cs->page_size != sg.page_size) return Status::InvalidArgument("stream: fix-up page size differs");
         for (size_t i = 0; i < cs->pgnos.size(); ++i) {
@@ -562,13 +586,6 @@ struct StreamClient::Impl {
         }
         return Status::Ok();
       }
-      Task task;
-      task.kind = Task::Kind::kApply;
-      task.gen = gen.load();
-      task.received_ms = NowMs();
-      task.cs = std::move(cs.value());
-      Enqueue(key, std::move(task));
-      return Status::Ok();
     }
     if (auto* b = std::get_if<SnapshotBegin>(&f)) {
       std::string key = Key(b->tenant, b->db);
@@ -890,7 +907,7 @@ double StreamClient::lag_seconds() const {
   for (const auto& [k, q] : m.queues) {
     for (const auto& t : q.tasks) {
       if (t.kind == Impl::Task::Kind::kApply) {
-        worst = std::max(worst, now - t.cs.timestamp_ms);
+        worst = std::max(worst, now - t.commit_ms);
         break;
       }
     }
