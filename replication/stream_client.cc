@@ -506,9 +506,9 @@ struct StreamClient::Impl {
         last_heard_ms = NowMs();
       }
       auto data = in.cdata();
-      auto frame = DecodeFrame(std::string_view(static_cast<const char*>(data.data()), data.size()));
+      Status s = DecodeMessage(std::string_view(static_cast<const char*>(data.data()), data.size()),
+                               [this](const Frame& f) { return Handle(f); });
       in.consume(in.size());
-      Status s = frame.ok() ? Handle(frame.value()) : frame.status();
       if (!s.ok()) {
         LOG_WARN("stream frame rejected; reconnecting", {{"error", s.ToString()}});
         if (fail_reason.empty()) fail_reason = s.ToString();
@@ -717,7 +717,7 @@ struct StreamClient::Impl {
       req.set(beast::http::field::user_agent, "tenantfs-replica");
     }));
     w.binary(true);
-    w.read_message_max(kMaxFrameBytes);
+    w.read_message_max(kMaxMessageBytes);
     websocket::response_type res;
     w.handshake(res, host + ":" + port, "/v1/stream", ec);
     if (ec) {

@@ -701,4 +701,25 @@ tenancy::Result<Frame> DecodeFrame(std::string_view bytes) {
   return frame;
 }
 
+tenancy::Status DecodeMessage(std::string_view message,
+                              const std::function<tenancy::Status(const Frame&)>& fn) {
+  if (message.empty()) return tenancy::Status::InvalidArgument("stream frame: empty message");
+  while (!message.empty()) {
+    if (message.size() < kFrameHeaderSize) {
+      return tenancy::Status::InvalidArgument("stream frame: truncated header in message");
+    }
+    uint32_t len;
+    std::memcpy(&len, message.data() + 8, 4);
+    if (len < kFrameHeaderSize || len > message.size()) {
+      return tenancy::Status::InvalidArgument("stream frame: frame_len " + std::to_string(len) +
+                                              " does not fit the message");
+    }
+    auto frame = DecodeFrame(message.substr(0, len));
+    if (!frame.ok()) return frame.status();
+    if (tenancy::Status s = fn(frame.value()); !s.ok()) return s;
+    message.remove_prefix(len);
+  }
+  return tenancy::Status::Ok();
+}
+
 }  // namespace replication

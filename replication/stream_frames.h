@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -24,6 +25,7 @@ namespace replication {
 inline constexpr uint32_t kStreamVersion = 1;
 inline constexpr size_t kMaxFrameBytes = 1u << 20;    // whole encoded frame, 1 MiB
 inline constexpr size_t kMaxChunkBytes = 256u << 10;  // payload piece of a record or page batch
+inline constexpr size_t kMaxMessageBytes = 4u << 20;  // frames batched into one WebSocket message
 inline constexpr size_t kFrameHeaderSize = 16;
 inline constexpr size_t kMaxPositionsPerFrame = 4096;  // Positions.dbs, Ack.dbs
 inline constexpr size_t kMaxUrlBytes = 2048;           // Welcome.primary_url
@@ -158,6 +160,10 @@ tenancy::Status ValidateFrame(const Frame& f);
 // malformed, truncated or over-long input gives kInvalidArgument with a message
 // "stream frame: ..." naming the field. A decoded frame passes ValidateFrame.
 tenancy::Result<Frame> DecodeFrame(std::string_view bytes);
+// Splits a WebSocket message into its frames (by each header's frame_len) and
+// decodes each; stops at the first bad one. fn returns false to stop early.
+tenancy::Status DecodeMessage(std::string_view message,
+                              const std::function<tenancy::Status(const Frame&)>& fn);
 
 // "hello", "positions", "changeset-chunk", ...: for logs and messages.
 const char* FrameName(const Frame& f);

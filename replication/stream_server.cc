@@ -58,7 +58,7 @@ class ReplicaConn : public std::enable_shared_from_this<ReplicaConn> {
     beast::error_code nd;
     beast::get_lowest_layer(ws_).socket().set_option(tcp::no_delay(true), nd);  // small frames, now
     ws_.binary(true);
-    ws_.read_message_max(kMaxFrameBytes);
+    ws_.read_message_max(kMaxMessageBytes);
     // Replicas answer pings (Beast does it for them): a dead one is noticed
     // within the idle time even while the primary has nothing to send.
     ws_.set_option(websocket::stream_base::timeout{std::chrono::seconds(10),
@@ -166,13 +166,18 @@ class ReplicaConn : public std::enable_shared_from_this<ReplicaConn> {
     }
     if (auto* m = hub_->options().metrics) m->AddStreamBytes(metrics::StreamDirection::kReceived, n);
     auto data = in_.cdata();
-    auto frame = DecodeFrame(std::string_view(static_cast<const char*>(data.data()), data.size()));
+    bool keep = true;
+    Status s = DecodeMessage(std::string_view(static_cast<const char*>(data.data()), data.size()),
+                             [&](const Frame& f) {
+                               keep = Handle(f);
+                               return keep ? Status::Ok() : Status::Unavailable("closing");
+                             });
     in_.consume(in_.size());
-    if (!frame.ok()) {
-      LOG_WARN("bad frame from replica", {{"peer", peer_}, {"error", frame.status().ToString()}});
+    if (!keep) return Close();
+    if (!s.ok()) {
+      LOG_WARN("bad frame from replica", {{"peer", peer_}, {"error", s.ToString()}});
       return Close();
     }
-    if (!Handle(frame.value())) return Close();
     DoRead();
   }
 
@@ -257,24 +262,33 @@ class ReplicaConn : public std::enable_shared_from_this<ReplicaConn> {
     return true;
   }
 
+  // Writes every queued frame that fits in one message (kMaxMessageBytes):
+  // a catch-up of many small records costs a few large writes, not one each.
   void DoWrite() {
-    const std::string* front;
+    size_t frames = 0;
     {
       std::lock_guard lock(mu_);
       if (out_.empty() || closed_) {
         writing_ = false;
         return;
       }
-      front = &out_.front();  // stable: only this strand pops
+      batch_.clear();
+      for (const std::string& f : out_) {  // only this strand pops
+        if (frames > 0 && batch_.size() + f.size() > kMaxMessageBytes) break;
+        batch_ += f;
+        ++frames;
+      }
     }
     auto self = shared_from_this();
-    ws_.async_write(asio::buffer(*front), [self](beast::error_code ec, size_t n) {
+    ws_.async_write(asio::buffer(batch_), [self, frames](beast::error_code ec, size_t n) {
       if (ec) return self->Close();
       if (auto* m = self->hub_->options().metrics) m->AddStreamBytes(metrics::StreamDirection::kSent, n);
       {
         std::lock_guard lock(self->mu_);
-        self->out_bytes_ -= self->out_.front().size();
-        self->out_.pop_front();
+        for (size_t i = 0; i < frames; ++i) {
+          self->out_bytes_ -= self->out_.front().size();
+          self->out_.pop_front();
+        }
         self->cv_.notify_all();
       }
       self->DoWrite();
@@ -676,6 +690,7 @@ class ReplicaConn : public std::enable_shared_from_this<ReplicaConn> {
   websocket::stream<beast::tcp_stream> ws_;
   std::string peer_;
   beast::flat_buffer in_;
+  std::string batch_;  // the message being written (strand only)
   std::thread sender_;
   // Reader-only (strand) until Ready; the sender reads announced_ after Ready.
   bool hello_ = false;

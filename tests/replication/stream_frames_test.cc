@@ -214,6 +214,42 @@ TEST(StreamFrames, EverySampleRoundTripsAndIsNamed) {
   }
 }
 
+// A message carries several whole frames back to back; DecodeMessage yields
+// them in order and rejects a message whose frames do not fill it exactly.
+TEST(StreamFrames, MessageOfSeveralFramesDecodesInOrder) {
+  std::vector<Frame> samples = Samples();
+  std::string message;
+  for (const Frame& f : samples) message += EncodeFrame(f);
+  std::vector<Frame> got;
+  tenancy::Status s = DecodeMessage(message, [&](const Frame& f) {
+    got.push_back(f);
+    return tenancy::Status::Ok();
+  });
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  ASSERT_EQ(got.size(), samples.size());
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(got[i] == samples[i]) << FrameName(samples[i]);
+  // Cut anywhere inside the last frame: an error, after the whole frames before it.
+  for (size_t cut : {size_t{1}, size_t{15}, size_t{16}, size_t{17}}) {
+    size_t n = 0;
+    tenancy::Status t = DecodeMessage(std::string_view(message).substr(0, message.size() - cut),
+                                      [&](const Frame&) {
+                                        ++n;
+                                        return tenancy::Status::Ok();
+                                      });
+    EXPECT_FALSE(t.ok()) << "cut " << cut;
+    EXPECT_EQ(n, samples.size() - 1) << "cut " << cut;
+  }
+  EXPECT_FALSE(DecodeMessage("", [](const Frame&) { return tenancy::Status::Ok(); }).ok());
+  // The callback's error stops the walk and is returned.
+  size_t calls = 0;
+  tenancy::Status stop = DecodeMessage(message, [&](const Frame&) {
+    ++calls;
+    return tenancy::Status::Unavailable("enough");
+  });
+  EXPECT_EQ(calls, 1u);
+  EXPECT_EQ(stop.code(), tenancy::Status::Code::kUnavailable);
+}
+
 TEST(StreamFrames, HeaderLayout) {
   const std::string f = EncodeFrame(Heartbeat{0x0102030405060708});
   ASSERT_EQ(f.size(), 16u + 8u);
