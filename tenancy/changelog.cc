@@ -398,7 +398,6 @@ Status ChangeLog::ReadRaw(Cursor* cursor, uint64_t from_txid, size_t max_bytes,
     }
   }
   size_t passed = 0;
-  std::string buf;
   for (; seg < segments_.size(); ++seg, off = 0) {
     const bool newest = seg + 1 == segments_.size();
     std::string path = SegmentPath(segments_[seg].first_txid);
@@ -413,40 +412,55 @@ Status ChangeLog::ReadRaw(Cursor* cursor, uint64_t from_txid, size_t max_bytes,
     const uint64_t size = static_cast<uint64_t>(st.st_size);
     Status out;
     bool stop = false;
+    // Read ahead in blocks (one pread for many small records), then cut records
+    // out of the block; a record reaching past the block is read whole.
+    constexpr uint64_t kBlock = 1u << 20;
+    std::string block;
+    uint64_t block_off = off;
+    auto view = [&](uint64_t at, uint64_t n, std::string_view* v) -> Status {
+      if (at < block_off || at + n > block_off + block.size()) {
+        block_off = at;
+        block.resize(static_cast<size_t>(std::max<uint64_t>(n, std::min<uint64_t>(kBlock, size - at))));
+        Status r = ReadFull(fd, block.data(), block.size(), static_cast<off_t>(at), path);
+        if (!r.ok()) return r;
+      }
+      *v = std::string_view(block).substr(static_cast<size_t>(at - block_off), static_cast<size_t>(n));
+      return Status::Ok();
+    };
     while (off + kFrameHeader <= size) {
-      char hdr[kFrameHeader];
-      out = ReadFull(fd, hdr, kFrameHeader, static_cast<off_t>(off), path);
+      std::string_view hdr;
+      out = view(off, kFrameHeader, &hdr);
       if (!out.ok()) break;
-      uint32_t len = LoadLe32(hdr);
+      uint32_t len = LoadLe32(hdr.data());
       if (len == 0 || len > kMaxRecord || off + kFrameHeader + len > size) {
         if (!newest) out = Status::InvalidArgument("change log " + path + ": bad record at offset " + std::to_string(off));
         break;  // the newest segment: a torn tail (cut at the next open)
       }
-      buf.resize(len);
-      out = ReadFull(fd, buf.data(), len, static_cast<off_t>(off + kFrameHeader), path);
+      std::string_view rec;
+      out = view(off + kFrameHeader, len, &rec);
       if (!out.ok()) break;
-      auto h = PeekChangeSetHeader(buf);
-      auto trailer = ChangeSetSizeFromTrailer(buf);
+      auto h = PeekChangeSetHeader(rec);
+      auto trailer = ChangeSetSizeFromTrailer(rec);
       if (!h.ok() || !trailer.ok() || trailer.value() != len || h->record_len != len) {
         if (!newest) out = Status::InvalidArgument("change log " + path + ": bad record at offset " + std::to_string(off));
         break;
       }
+      off += kFrameHeader + len;
+      if (h->max_txid < from_txid) continue;
       // The record's CRC (cheap: no decompression), so damage on disk is
       // reported here rather than forwarded.
       uint64_t stored;
-      std::memcpy(&stored, buf.data() + len - 16, 8);
-      if (Crc64(buf.data(), len - 16) != stored) {
-        out = Status::DataLoss("change log " + path + ": record at offset " + std::to_string(off) +
-                               " fails its CRC");
+      std::memcpy(&stored, rec.data() + len - 16, 8);
+      if (Crc64(rec.data(), len - 16) != stored) {
+        out = Status::DataLoss("change log " + path + ": record at offset " +
+                               std::to_string(off - kFrameHeader - len) + " fails its CRC");
         break;
       }
-      off += kFrameHeader + len;
-      if (h->max_txid < from_txid) continue;
       cursor->segment = segments_[seg].first_txid;
       cursor->offset = off;
       cursor->next_txid = h->max_txid + 1;
       passed += len;
-      if (!fn(buf, h.value()) || passed >= max_bytes) {
+      if (!fn(rec, h.value()) || passed >= max_bytes) {
         stop = true;
         break;
       }
