@@ -1,5 +1,6 @@
 #include "tenancy/capture.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -58,13 +59,17 @@ void WalChecksum(bool big_endian, const unsigned char* data, size_t n, uint32_t 
   s[1] = s1;
 }
 
-Status PreadFull(int fd, char* buf, size_t n, uint64_t off, const std::string& what) {
+// Reads n bytes at off of `kind`'s backing file (named in errors only: paths are
+// derived, not stored, and this runs per page).
+Status PreadFull(int fd, char* buf, size_t n, uint64_t off, const Capture::Owner& owner,
+                 FileKind kind) {
   size_t done = 0;
   while (done < n) {
     ssize_t r = ::pread(fd, buf + done, n - done, static_cast<off_t>(off + done));
     if (r < 0) {
       if (errno == EINTR) continue;
-      return Status::FromErrno(errno, "read " + what);
+      int err = errno;
+      return Status::FromErrno(err, "read " + owner.BackingPath(kind));
     }
     if (r == 0) {
       std::memset(buf + done, 0, n - done);  // past EOF reads as zeros, like SQLite's short read
@@ -87,16 +92,299 @@ bool AllZero(std::string_view d) {
 
 }  // namespace
 
-Capture::Capture(Env env) : env_(std::move(env)) {}
+// The loaded part of a capture: everything about the database beyond its
+// position, rebuilt by Load() from the log tail and the files.
+class Capture::State {
+ public:
+  explicit State(Capture& cap) : cap_(cap) {}
+
+  Status Load();
+  bool loaded() const { return loaded_; }
+  // Nothing held here is needed to understand the next write (see Capture::Unload).
+  bool Idle() const {
+    return loaded_ && broken_.ok() && !journal_hot_ && !verify_pending_ && pre_crc_.empty() &&
+           (!wal_active_ || wal_written_end_ <= FrameOffset(wal_next_frame_));
+  }
+
+  Status BeforeWrite(FileKind kind, off_t offset, std::string_view data);
+  Status AfterWrite(FileKind kind, off_t offset, std::string_view data);
+  Status BeforeTruncate(FileKind kind, off_t size);
+  Status AfterTruncate(FileKind kind, off_t size);
+  Status BeforeUnlink(FileKind kind);
+  Status AfterUnlink(FileKind kind);
+  Status AfterFsync(FileKind kind);
+  Status SyncLog();
+  Result<uint64_t> ComputeChecksum();
+  Status ReadCommitted(uint32_t first, uint32_t max, std::vector<uint32_t>* pgnos,
+                       std::string* images, uint32_t* next);
+  Status ApplyRemote(const ChangeSet& cs);
+  Status InstallSnapshot(const Position& pos, const std::function<Status(int fd)>& write_pages);
+  Status PageCrcs(uint32_t first, uint32_t max, uint32_t* page_size, std::vector<uint64_t>* crcs);
+
+  Status broken_;
+  std::unique_ptr<ChangeLog> log_;
+  bool log_dirty_ = false;  // appended since the last successful sync
+  bool journal_hot_ = false;
+
+ private:
+  struct WalPage {
+    uint64_t crc;
+    uint64_t frame;  // index of the frame holding the newest committed image
+  };
+  struct PreImage {
+    uint64_t crc;
+    bool present;  // false: the page did not exist before the transaction
+  };
+  struct Header {
+    uint32_t page_size = 0;  // 0: no valid SQLite header (yet)
+    uint32_t pages = 0;      // the database size SQLite would use
+  };
+
+  const Shared& shared() const { return cap_.shared_; }
+  Owner& owner() const { return cap_.owner_; }
+
+  Status Commit();                  // rollback-journal commit point
+  Status CommitWal(uint64_t upto);  // frames [wal_next_frame_, upto] hold new commits
+  Status TrackMainPages(off_t offset, size_t length);
+  Status Emit(std::vector<uint32_t> pgnos, std::string pages, uint32_t new_pages,
+              uint64_t new_checksum, uint32_t flags);
+  Status WriteSnapshot(const char* why);
+  Status VerifyOrRepair(const char* when);
+  Status LoadWal();
+  void ResetWal();
+  Status Fail(Status s);
+  void RecordCommitTime(std::chrono::steady_clock::time_point started);
+  void Publish(bool notify = true);
+  // The log segment's fd is about to be (re)opened: let the handle cache make room.
+  void BeforeLogIo() {
+    if (!log_->fd_open()) owner().ReserveFd();
+  }
+  Status BeforeAppend();
+
+  Result<int> MainFd();
+  Result<int> WalFd();
+  Status ReadMainPage(uint32_t pgno, char* buf);
+  Status ReadLogicalPage(uint32_t pgno, char* buf);
+  Result<uint64_t> MainSize();
+  Result<Header> ReadHeader();
+  uint64_t FrameOffset(uint64_t frame) const { return 32 + frame * (24 + uint64_t{page_size_}); }
+
+  Capture& cap_;
+  bool loaded_ = false;
+
+  uint32_t page_size_ = 0;  // 0 until the database has a header
+  uint32_t pages_ = 0;      // committed size in pages
+  uint64_t checksum_ = 1ull << 63;
+  uint64_t txid_ = 0;
+  uint64_t db_id_ = 0;
+
+  // Rollback-journal transaction in progress.
+  bool sync_seen_ = false;
+  bool verify_pending_ = false;
+  std::unordered_map<uint32_t, PreImage> pre_crc_;  // pages written since the tx began
+
+  // WAL generation.
+  bool wal_active_ = false;
+  uint32_t wal_salt1_ = 0, wal_salt2_ = 0;
+  uint64_t wal_next_frame_ = 0;
+  uint64_t wal_written_end_ = 0;  // end of the bytes written in this WAL generation
+  bool wal_big_endian_ = false;   // checksum byte order (the WAL magic's low bit)
+  uint32_t wal_cks_[2] = {0, 0};  // checksum chain after the last committed frame
+  std::unordered_map<uint32_t, WalPage> wal_pages_;
+};
+
+// ---- the light part: kept while the database is known ----
+
+Capture::Capture(const Shared& shared, Owner& owner) : shared_(shared), owner_(owner) {}
 
 Capture::~Capture() = default;
+
+std::string Capture::LogDir() const {
+  return shared_.log_root + "/" + owner_.tenant_name() + "/" + owner_.name();
+}
 
 Position Capture::position() const {
   std::lock_guard lock(pos_mu_);
   return published_;
 }
 
-void Capture::Publish() {
+void Capture::Publish(const Position& p, bool notify) {
+  {
+    std::lock_guard lock(pos_mu_);
+    published_ = p;
+  }
+  if (notify && shared_.on_position) shared_.on_position(owner_.tenant_name(), owner_.name());
+}
+
+void Capture::NoteLog(const ChangeLog& log) {
+  int64_t bytes = static_cast<int64_t>(log.bytes());
+  if (shared_.stats) shared_.stats->log_bytes.fetch_add(bytes - log_bytes_counted_);
+  log_bytes_counted_ = bytes;
+  oldest_trimmable_ms_.store(log.OldestSegmentTime(), std::memory_order_relaxed);
+  log_fd_open_.store(log.fd_open(), std::memory_order_relaxed);
+}
+
+Status Capture::Load() {
+  if (!state_) state_ = std::make_unique<State>(*this);
+  return state_->Load();
+}
+
+namespace {
+// Operations whose hooks do nothing with an unloaded capture (see LoadFor).
+bool NeedsNoState(FileKind kind, bool unlink) {
+  return kind == FileKind::kShm || (unlink && kind == FileKind::kWal);
+}
+}  // namespace
+
+Status Capture::LoadFor(FileKind kind, bool unlink) {
+  if (!state_ && NeedsNoState(kind, unlink)) return Status::Ok();
+  return Load();
+}
+
+bool Capture::loaded() const { return state_ && state_->loaded(); }
+
+bool Capture::Unload() {
+  if (!state_ || !state_->Idle()) return false;
+  // Appends not yet synced stay pending: the next load, or Sync(), covers them.
+  // (Still set from before a reload if nothing was appended or synced since: the
+  // newest segment is the same one.)
+  log_unsynced_ = log_unsynced_ || state_->log_dirty_;
+  state_.reset();
+  log_fd_open_.store(false, std::memory_order_relaxed);
+  return true;
+}
+
+Status Capture::broken() const { return state_ ? state_->broken_ : Status::Ok(); }
+
+bool Capture::in_transaction() const { return state_ && state_->journal_hot_; }
+
+ChangeLog* Capture::log() { return state_ ? state_->log_.get() : nullptr; }
+
+namespace {
+Status NotLoaded() { return Status::FailedPrecondition("capture not loaded"); }
+// What a hook of an unloaded capture answers.
+Status Unloaded(FileKind kind, bool unlink = false) {
+  return NeedsNoState(kind, unlink) ? Status::Ok() : NotLoaded();
+}
+}  // namespace
+
+Status Capture::BeforeWrite(FileKind kind, off_t offset, std::string_view data) {
+  return state_ ? state_->BeforeWrite(kind, offset, data) : Unloaded(kind);
+}
+Status Capture::AfterWrite(FileKind kind, off_t offset, std::string_view data) {
+  return state_ ? state_->AfterWrite(kind, offset, data) : Unloaded(kind);
+}
+Status Capture::BeforeTruncate(FileKind kind, off_t size) {
+  return state_ ? state_->BeforeTruncate(kind, size) : Unloaded(kind);
+}
+Status Capture::AfterTruncate(FileKind kind, off_t size) {
+  return state_ ? state_->AfterTruncate(kind, size) : Unloaded(kind);
+}
+Status Capture::BeforeUnlink(FileKind kind) {
+  return state_ ? state_->BeforeUnlink(kind) : Unloaded(kind, /*unlink=*/true);
+}
+Status Capture::AfterUnlink(FileKind kind) {
+  return state_ ? state_->AfterUnlink(kind) : Unloaded(kind, /*unlink=*/true);
+}
+Status Capture::AfterFsync(FileKind kind) {
+  return state_ ? state_->AfterFsync(kind) : Unloaded(kind);
+}
+Result<uint64_t> Capture::ComputeChecksum() {
+  if (!state_) return NotLoaded();
+  return state_->ComputeChecksum();
+}
+Status Capture::ReadCommitted(uint32_t first, uint32_t max, std::vector<uint32_t>* pgnos,
+                              std::string* images, uint32_t* next) {
+  *next = 0;
+  return state_ ? state_->ReadCommitted(first, max, pgnos, images, next) : NotLoaded();
+}
+Status Capture::PageCrcs(uint32_t first, uint32_t max, uint32_t* page_size,
+                         std::vector<uint64_t>* crcs) {
+  return state_ ? state_->PageCrcs(first, max, page_size, crcs) : NotLoaded();
+}
+Status Capture::ApplyRemote(const ChangeSet& cs) {
+  if (Status s = Load(); !s.ok()) return s;
+  return state_->ApplyRemote(cs);
+}
+Status Capture::InstallSnapshot(const Position& pos,
+                                const std::function<Status(int fd)>& write_pages) {
+  if (Status s = Load(); !s.ok()) return s;
+  return state_->InstallSnapshot(pos, write_pages);
+}
+
+Status Capture::Sync() {
+  if (state_ && state_->log_) return state_->SyncLog();
+  return SyncUnloaded();
+}
+
+Status Capture::SyncUnloaded() {
+  if (!log_unsynced_) return Status::Ok();
+  // Unsynced records are in the newest segment only: the log syncs a segment
+  // before it starts the next one. Segment names are fixed-width hex TXIDs.
+  const std::string dir = LogDir();
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr && errno == ENOENT) {  // no log left to sync
+    log_unsynced_ = false;
+    return Status::Ok();
+  }
+  if (d == nullptr) return Status::FromErrno(errno, "opendir " + dir);
+  std::string newest;
+  while (struct dirent* e = ::readdir(d)) {
+    std::string_view n = e->d_name;
+    if (n.size() == 20 && n.substr(16) == ".seg" && n > newest) newest = n;
+  }
+  ::closedir(d);
+  if (!newest.empty()) {
+    std::string path = dir + "/" + newest;
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return Status::FromErrno(errno, "open " + path);
+    int rc = ::fdatasync(fd);
+    int err = errno;
+    ::close(fd);
+    if (rc != 0) return Status::FromErrno(err, "fsync log " + path);
+  }
+  log_unsynced_ = false;
+  return Status::Ok();
+}
+
+void Capture::CloseFds() {
+  if (state_ && state_->log_) state_->log_->CloseActive();
+  log_fd_open_.store(false, std::memory_order_relaxed);
+}
+
+template <typename Fn>
+uint64_t Capture::OnLog(Fn fn) {
+  if (state_ && state_->log_) {
+    uint64_t n = fn(*state_->log_);
+    NoteLog(*state_->log_);
+    return n;
+  }
+  // Unloaded: nothing to trim unless the log had old segments when last seen.
+  if (oldest_trimmable_ms_.load(std::memory_order_relaxed) == INT64_MAX) return 0;
+  owner_.ReserveFd();
+  auto log = ChangeLog::Open(LogDir(), shared_.log_options);
+  if (!log.ok()) {
+    LOG_WARN("retention: could not open change log",
+             {{"dir", LogDir()}, {"error", log.status().ToString()}});
+    return 0;
+  }
+  uint64_t n = fn(*log.value());
+  NoteLog(*log.value());
+  log_fd_open_.store(false, std::memory_order_relaxed);  // closed with the log, below
+  return n;
+}
+
+uint64_t Capture::TrimByAge(int64_t now_ms, int64_t retention_ms) {
+  return OnLog([&](ChangeLog& log) { return log.TrimByAge(now_ms, retention_ms); });
+}
+
+uint64_t Capture::TrimOldest() {
+  return OnLog([](ChangeLog& log) { return log.TrimOldest(); });
+}
+
+// ---- the loaded part ----
+
+void Capture::State::Publish(bool notify) {
   Position p;
   p.txid = txid_;
   p.checksum = checksum_;
@@ -104,42 +392,41 @@ void Capture::Publish() {
   p.pages = pages_;
   p.db_id = db_id_;
   p.timestamp_ms = log_ ? log_->tail().timestamp_ms : 0;
-  {
-    std::lock_guard lock(pos_mu_);
-    published_ = p;
-  }
-  if (env_.on_commit) env_.on_commit(p);
+  cap_.Publish(p, notify);
 }
 
-Status Capture::Fail(Status s) {
+Status Capture::State::Fail(Status s) {
   if (broken_.ok()) {
     broken_ = s;
     LOG_ERROR("capture failed; writes to this database are refused until restart",
-              {{"tenant", env_.tenant}, {"db", env_.db}, {"error", s.ToString()}});
+              {{"tenant", owner().tenant_name()}, {"db", owner().name()}, {"error", s.ToString()}});
   }
   return s;
 }
 
 // Capture reads through the database's own backing fds (one fd per file for
 // the whole daemon); never cached across calls, the handle cache may close them.
-Result<int> Capture::MainFd() { return env_.fd_of(FileKind::kMain); }
-Result<int> Capture::WalFd() { return env_.fd_of(FileKind::kWal); }
+Result<int> Capture::State::MainFd() { return owner().FdOf(FileKind::kMain); }
+Result<int> Capture::State::WalFd() { return owner().FdOf(FileKind::kWal); }
 
-Result<uint64_t> Capture::MainSize() {
+Result<uint64_t> Capture::State::MainSize() {
   auto fd = MainFd();
   if (!fd.ok()) return fd.status();
   struct stat st;
-  if (::fstat(fd.value(), &st) != 0) return Status::FromErrno(errno, "stat " + env_.main_path);
+  if (::fstat(fd.value(), &st) != 0) {
+    int err = errno;
+    return Status::FromErrno(err, "stat " + owner().BackingPath(FileKind::kMain));
+  }
   return static_cast<uint64_t>(st.st_size);
 }
 
-Result<Capture::Header> Capture::ReadHeader() {
+Result<Capture::State::Header> Capture::State::ReadHeader() {
   auto fd = MainFd();
   if (!fd.ok()) return fd.status();
   auto size = MainSize();
   if (!size.ok()) return size.status();
   char header[100];
-  Status s = PreadFull(fd.value(), header, sizeof(header), 0, env_.main_path);
+  Status s = PreadFull(fd.value(), header, sizeof(header), 0, owner(), FileKind::kMain);
   if (!s.ok()) return s;
   Header h;
   if (size.value() < sizeof(header) || std::memcmp(header, "SQLite format 3", 16) != 0) return h;
@@ -157,26 +444,27 @@ Result<Capture::Header> Capture::ReadHeader() {
   return h;
 }
 
-Status Capture::ReadMainPage(uint32_t pgno, char* buf) {
+Status Capture::State::ReadMainPage(uint32_t pgno, char* buf) {
   auto fd = MainFd();
   if (!fd.ok()) return fd.status();
-  return PreadFull(fd.value(), buf, page_size_, uint64_t{pgno - 1} * page_size_, env_.main_path);
+  return PreadFull(fd.value(), buf, page_size_, uint64_t{pgno - 1} * page_size_, owner(),
+                   FileKind::kMain);
 }
 
-Status Capture::ReadLogicalPage(uint32_t pgno, char* buf) {
+Status Capture::State::ReadLogicalPage(uint32_t pgno, char* buf) {
   if (wal_active_) {
     auto it = wal_pages_.find(pgno);
     if (it != wal_pages_.end()) {
       auto fd = WalFd();
       if (!fd.ok()) return fd.status();
       return PreadFull(fd.value(), buf, page_size_, FrameOffset(it->second.frame) + kFrameHeader,
-                       env_.wal_path);
+                       owner(), FileKind::kWal);
     }
   }
   return ReadMainPage(pgno, buf);
 }
 
-void Capture::ResetWal() {
+void Capture::State::ResetWal() {
   wal_active_ = false;
   wal_next_frame_ = 0;
   wal_written_end_ = 0;
@@ -185,7 +473,7 @@ void Capture::ResetWal() {
 
 // Reads the WAL as SQLite's recovery would: frames whose salts and checksum
 // chain are valid, up to the last commit frame.
-Status Capture::LoadWal() {
+Status Capture::State::LoadWal() {
   ResetWal();
   auto wal_fd = WalFd();
   if (!wal_fd.ok()) {
@@ -193,7 +481,7 @@ Status Capture::LoadWal() {
   }
   int fd = wal_fd.value();
   unsigned char hdr[kWalHeader];
-  Status s = PreadFull(fd, reinterpret_cast<char*>(hdr), kWalHeader, 0, env_.wal_path);
+  Status s = PreadFull(fd, reinterpret_cast<char*>(hdr), kWalHeader, 0, owner(), FileKind::kWal);
   if (!s.ok()) return s;
   uint32_t magic = Be32(hdr);
   if (magic != kWalMagicLe && magic != kWalMagicBe) return Status::Ok();  // empty or garbage: unused
@@ -240,20 +528,27 @@ Status Capture::LoadWal() {
   return Status::Ok();
 }
 
-Status Capture::Load() {
+Status Capture::State::Load() {
   if (loaded_) return broken_;
-  auto log = ChangeLog::Open(env_.log_dir, env_.log_options);
+  // The log keeps its active segment open: room first, when there is one to
+  // open (a log never seen in this process is found out by opening it; the
+  // main file's fd, opened next, makes room for both).
+  if (cap_.log_bytes_counted_ > 0) owner().ReserveFd();
+  auto log = ChangeLog::Open(cap_.LogDir(), shared().log_options);
   if (!log.ok()) return Fail(log.status());
   log_ = std::move(log.value());
-  log_fd_open_.store(log_->fd_open(), std::memory_order_relaxed);
-  if (env_.stats) env_.stats->log_bytes.fetch_add(static_cast<int64_t>(log_->bytes()));
+  cap_.NoteLog(*log_);
+  // Appends an unload left unsynced (cap_.log_unsynced_) stay so for now: this
+  // log object does not know them, so SyncLog and the next append sync them.
   const Position& tail = log_->tail();
+  const Position before = cap_.position();  // what the last load left, if any
   txid_ = tail.txid;
   checksum_ = tail.checksum;
   db_id_ = tail.db_id;
+  if (db_id_ == 0) db_id_ = before.db_id;  // an empty log keeps its id across reloads
   if (db_id_ == 0) {
     std::random_device rd;
-    db_id_ = (uint64_t{rd()} << 32) ^ rd() ^ static_cast<uint64_t>(env_.now_ms());
+    db_id_ = (uint64_t{rd()} << 32) ^ rd() ^ static_cast<uint64_t>(shared().now_ms());
     if (db_id_ == 0) db_id_ = 1;
   }
 
@@ -265,7 +560,7 @@ Status Capture::Load() {
   // A journal with SQLite's magic is hot: its transaction is still open (or
   // its writer died and the next opener will roll it back).
   {
-    int jfd = ::open(env_.journal_path.c_str(), O_RDONLY | O_CLOEXEC);
+    int jfd = ::open(owner().BackingPath(FileKind::kJournal).c_str(), O_RDONLY | O_CLOEXEC);
     if (jfd >= 0) {
       unsigned char magic[8] = {};
       journal_hot_ = ::pread(jfd, magic, 8, 0) == 8 && std::memcmp(magic, kJournalMagic, 8) == 0;
@@ -281,7 +576,9 @@ Status Capture::Load() {
     // data dir): one snapshot record makes the log replayable from empty.
     s = WriteSnapshot("database had no change log");
     if (!s.ok()) return Fail(s);
-  } else if (env_.unclean_start) {
+  } else if (shared().unclean_start && !cap_.verified_) {
+    // Once per database and process: a reload after an unload finds what the
+    // previous load (verified then) and the captured writes since left.
     if (journal_hot_) {
       verify_pending_ = true;  // after the hot journal is resolved
     } else {
@@ -289,11 +586,14 @@ Status Capture::Load() {
       if (!s.ok()) return Fail(s);
     }
   }
-  Publish();
+  if (!verify_pending_) cap_.verified_ = true;
+  // Readers of the position hear of a load only when it tells them something new.
+  Publish(/*notify=*/before.db_id == 0 || before.txid != txid_ || before.checksum != checksum_ ||
+          before.db_id != db_id_ || before.pages != pages_ || before.page_size != page_size_);
   return Status::Ok();
 }
 
-Result<uint64_t> Capture::ComputeChecksum() {
+Result<uint64_t> Capture::State::ComputeChecksum() {
   if (page_size_ == 0 || pages_ == 0) return uint64_t{kEmptyChecksum};
   uint64_t sum = 0;
   uint32_t lock = LockPage(page_size_);
@@ -314,17 +614,17 @@ Result<uint64_t> Capture::ComputeChecksum() {
   return sum | kEmptyChecksum;
 }
 
-Status Capture::VerifyOrRepair(const char* when) {
+Status Capture::State::VerifyOrRepair(const char* when) {
   auto actual = ComputeChecksum();
   if (!actual.ok()) return actual.status();
   if (actual.value() == checksum_) return Status::Ok();
   LOG_WARN("database checksum differs from its change log; writing a snapshot record",
-           {{"tenant", env_.tenant}, {"db", env_.db}, {"when", when}});
-  if (env_.stats) env_.stats->repairs.fetch_add(1);
+           {{"tenant", owner().tenant_name()}, {"db", owner().name()}, {"when", when}});
+  if (shared().stats) shared().stats->repairs.fetch_add(1);
   return WriteSnapshot(when);
 }
 
-Status Capture::WriteSnapshot(const char* why) {
+Status Capture::State::WriteSnapshot(const char* why) {
   std::vector<uint32_t> pgnos;
   std::string pages;
   uint32_t lock = page_size_ ? LockPage(page_size_) : 0;
@@ -340,23 +640,25 @@ Status Capture::WriteSnapshot(const char* why) {
   }
   // A new database's first commit is a snapshot too; only repairs are news.
   if (txid_ > 0) {
-    LOG_INFO("snapshot record", {{"tenant", env_.tenant}, {"db", env_.db}, {"why", why},
+    LOG_INFO("snapshot record", {{"tenant", owner().tenant_name()},
+                                 {"db", owner().name()},
+                                 {"why", why},
                                  {"pages", std::to_string(pages_)}});
   }
   return Emit(std::move(pgnos), std::move(pages), pages_, sum | kEmptyChecksum, ChangeSet::kFlagSnapshot);
 }
 
-Status Capture::Emit(std::vector<uint32_t> pgnos, std::string pages, uint32_t new_pages,
-                     uint64_t new_checksum, uint32_t flags) {
+Status Capture::State::Emit(std::vector<uint32_t> pgnos, std::string pages, uint32_t new_pages,
+                            uint64_t new_checksum, uint32_t flags) {
   ChangeSet cs;
   cs.db_id = db_id_;
-  cs.tenant = env_.tenant;
-  cs.db = env_.db;
+  cs.tenant = owner().tenant_name();
+  cs.db = owner().name();
   cs.min_txid = txid_ + 1;
   cs.max_txid = txid_ + 1;
   cs.page_size = page_size_;
   cs.commit_pages = new_pages;
-  cs.timestamp_ms = env_.now_ms();
+  cs.timestamp_ms = shared().now_ms();
   cs.pre_checksum = checksum_;
   cs.post_checksum = new_checksum;
   cs.flags = flags;
@@ -370,31 +672,30 @@ Status Capture::Emit(std::vector<uint32_t> pgnos, std::string pages, uint32_t ne
   pos.pages = new_pages;
   pos.timestamp_ms = cs.timestamp_ms;
   pos.db_id = db_id_;
+  if (Status s = BeforeAppend(); !s.ok()) return s;
   Status s = log_->Append(encoded, pos, cs.timestamp_ms);
-  log_fd_open_.store(log_->fd_open(), std::memory_order_relaxed);
+  cap_.NoteLog(*log_);
   if (!s.ok()) return s;
+  log_dirty_ = true;
   txid_ = cs.max_txid;
   checksum_ = new_checksum;
   pages_ = new_pages;
-  if (env_.stats) {
-    env_.stats->commits.fetch_add(1);
-    env_.stats->log_bytes.fetch_add(static_cast<int64_t>(encoded.size() + 4));
-  }
+  if (shared().stats) shared().stats->commits.fetch_add(1);
   Publish();
   return Status::Ok();
 }
 
 // tenantfs_commit_duration_seconds: commit detected to change set appended
 // (and synced when the client's transaction synced).
-void Capture::RecordCommitTime(std::chrono::steady_clock::time_point started) {
+void Capture::State::RecordCommitTime(std::chrono::steady_clock::time_point started) {
   auto nanos = std::chrono::duration_cast<std::chrono::nanoseconds>(
                    std::chrono::steady_clock::now() - started)
                    .count();
-  if (env_.stats) env_.stats->commit_nanos.fetch_add(static_cast<uint64_t>(nanos));
-  if (env_.metrics) env_.metrics->ObserveCommit(static_cast<double>(nanos) * 1e-9);
+  if (shared().stats) shared().stats->commit_nanos.fetch_add(static_cast<uint64_t>(nanos));
+  if (shared().metrics) shared().metrics->ObserveCommit(static_cast<double>(nanos) * 1e-9);
 }
 
-Status Capture::TrackMainPages(off_t offset, size_t length) {
+Status Capture::State::TrackMainPages(off_t offset, size_t length) {
   if (length == 0) return Status::Ok();
   if (page_size_ == 0) {
     // No header yet: the file is empty (or garbage SQLite will overwrite). Every
@@ -418,7 +719,7 @@ Status Capture::TrackMainPages(off_t offset, size_t length) {
   return Status::Ok();
 }
 
-Status Capture::Commit() {
+Status Capture::State::Commit() {
   auto started = std::chrono::steady_clock::now();
   bool synced = sync_seen_;
   sync_seen_ = false;
@@ -439,6 +740,7 @@ Status Capture::Commit() {
     page_size_ = header->page_size;
     pages_ = header->pages;
     s = VerifyOrRepair("after hot journal");
+    if (s.ok()) cap_.verified_ = true;
     if (s.ok() && synced) s = SyncLog();
     return s;
   }
@@ -493,18 +795,19 @@ Status Capture::Commit() {
     }
   }
   if (s.ok() && synced) s = SyncLog();
-  if (s.ok() && env_.verify_each_commit) {
+  if (s.ok() && shared().verify_each_commit) {
     auto actual = ComputeChecksum();
     if (actual.ok() && actual.value() != checksum_) {
-      if (env_.stats) env_.stats->verify_failures.fetch_add(1);
-      LOG_ERROR("verify: checksum mismatch after commit", {{"tenant", env_.tenant}, {"db", env_.db}});
+      if (shared().stats) shared().stats->verify_failures.fetch_add(1);
+      LOG_ERROR("verify: checksum mismatch after commit",
+                {{"tenant", owner().tenant_name()}, {"db", owner().name()}});
     }
   }
   RecordCommitTime(started);
   return s;
 }
 
-Status Capture::CommitWal(uint64_t upto) {
+Status Capture::State::CommitWal(uint64_t upto) {
   auto fd = WalFd();
   if (!fd.ok()) return fd.status();
   uint32_t lock = LockPage(page_size_);
@@ -520,7 +823,8 @@ Status Capture::CommitWal(uint64_t upto) {
   // them last; in both cases the chain does not check out yet and we wait.
   uint32_t cks[2] = {wal_cks_[0], wal_cks_[1]};
   for (uint64_t f = wal_next_frame_; f <= upto; ++f) {
-    Status s = PreadFull(fd.value(), frame.data(), frame.size(), FrameOffset(f), env_.wal_path);
+    Status s =
+        PreadFull(fd.value(), frame.data(), frame.size(), FrameOffset(f), owner(), FileKind::kWal);
     if (!s.ok()) return s;
     if (Be32(frame.data() + 8) != wal_salt1_ || Be32(frame.data() + 12) != wal_salt2_) {
       return Status::Ok();  // not (yet) a valid frame of this generation
@@ -555,7 +859,8 @@ Status Capture::CommitWal(uint64_t upto) {
         if (!s.ok()) return s;
         pre = PreImage{PageCrc(p, old.data(), page_size_), true};
       }
-      s = PreadFull(fd.value(), old.data(), page_size_, FrameOffset(tx[p]) + kFrameHeader, env_.wal_path);
+      s = PreadFull(fd.value(), old.data(), page_size_, FrameOffset(tx[p]) + kFrameHeader, owner(),
+                    FileKind::kWal);
       if (!s.ok()) return s;
       uint64_t post = PageCrc(p, old.data(), page_size_);
       updates[p] = WalPage{post, tx[p]};
@@ -588,12 +893,12 @@ Status Capture::CommitWal(uint64_t upto) {
     wal_next_frame_ = f + 1;
     wal_cks_[0] = cks[0];
     wal_cks_[1] = cks[1];
-    if (env_.verify_each_commit) {
+    if (shared().verify_each_commit) {
       auto actual = ComputeChecksum();
       if (actual.ok() && actual.value() != checksum_) {
-        if (env_.stats) env_.stats->verify_failures.fetch_add(1);
+        if (shared().stats) shared().stats->verify_failures.fetch_add(1);
         LOG_ERROR("verify: checksum mismatch after WAL commit",
-                  {{"tenant", env_.tenant}, {"db", env_.db}});
+                  {{"tenant", owner().tenant_name()}, {"db", owner().name()}});
       }
     }
     RecordCommitTime(started);
@@ -601,7 +906,7 @@ Status Capture::CommitWal(uint64_t upto) {
   return Status::Ok();
 }
 
-Status Capture::BeforeWrite(FileKind kind, off_t offset, std::string_view data) {
+Status Capture::State::BeforeWrite(FileKind kind, off_t offset, std::string_view data) {
   if (!broken_.ok()) return broken_;
   Status s;
   switch (kind) {
@@ -623,7 +928,7 @@ Status Capture::BeforeWrite(FileKind kind, off_t offset, std::string_view data) 
   return s.ok() ? s : Fail(s);
 }
 
-Status Capture::AfterWrite(FileKind kind, off_t offset, std::string_view data) {
+Status Capture::State::AfterWrite(FileKind kind, off_t offset, std::string_view data) {
   if (!broken_.ok()) return broken_;
   Status s;
   if (kind == FileKind::kJournal) {
@@ -668,7 +973,8 @@ Status Capture::AfterWrite(FileKind kind, off_t offset, std::string_view data) {
           // Whole means written in this generation: bytes left from an older one
           // (a restarted WAL is overwritten in place) do not count.
           if (wal_written_end_ >= FrameOffset(frame + 1)) {
-            s = PreadFull(fd.value(), hdr, kFrameHeader, FrameOffset(frame), env_.wal_path);
+            s = PreadFull(fd.value(), hdr, kFrameHeader, FrameOffset(frame), owner(),
+                          FileKind::kWal);
             if (s.ok() && Be32(hdr + 4) != 0 && Be32(hdr + 8) == wal_salt1_ &&
                 Be32(hdr + 12) == wal_salt2_) {
               s = CommitWal(frame);
@@ -681,7 +987,7 @@ Status Capture::AfterWrite(FileKind kind, off_t offset, std::string_view data) {
   return s.ok() ? s : Fail(s);
 }
 
-Status Capture::BeforeTruncate(FileKind kind, off_t size) {
+Status Capture::State::BeforeTruncate(FileKind kind, off_t size) {
   if (!broken_.ok()) return broken_;
   Status s;
   if (kind == FileKind::kMain && !wal_active_ && page_size_ != 0) {
@@ -697,7 +1003,7 @@ Status Capture::BeforeTruncate(FileKind kind, off_t size) {
   return s.ok() ? s : Fail(s);
 }
 
-Status Capture::AfterTruncate(FileKind kind, off_t size) {
+Status Capture::State::AfterTruncate(FileKind kind, off_t size) {
   if (kind == FileKind::kWal && wal_active_ &&
       static_cast<uint64_t>(size) < FrameOffset(wal_next_frame_)) {
     ResetWal();  // checkpointed and cut: a later header starts a new generation
@@ -705,7 +1011,7 @@ Status Capture::AfterTruncate(FileKind kind, off_t size) {
   return broken_;
 }
 
-Status Capture::BeforeUnlink(FileKind kind) {
+Status Capture::State::BeforeUnlink(FileKind kind) {
   if (!broken_.ok() && kind != FileKind::kMain) return broken_;
   Status s;
   if (kind == FileKind::kJournal && journal_hot_) {
@@ -715,16 +1021,18 @@ Status Capture::BeforeUnlink(FileKind kind) {
   return s.ok() ? s : Fail(s);
 }
 
-Status Capture::AfterUnlink(FileKind kind) {
+Status Capture::State::AfterUnlink(FileKind kind) {
   if (kind == FileKind::kWal) {
     ResetWal();
   } else if (kind == FileKind::kMain) {
     // The database is gone; so is its history.
     if (log_) {
-      if (env_.stats) env_.stats->log_bytes.fetch_sub(static_cast<int64_t>(log_->bytes()));
       Status s = log_->Destroy();
-      log_fd_open_.store(false, std::memory_order_relaxed);
-      if (!s.ok()) LOG_WARN("could not remove change log", {{"dir", env_.log_dir}, {"error", s.ToString()}});
+      cap_.NoteLog(*log_);
+      log_dirty_ = false;
+      cap_.log_unsynced_ = false;
+      if (!s.ok())
+        LOG_WARN("could not remove change log", {{"dir", cap_.LogDir()}, {"error", s.ToString()}});
     }
     ResetWal();
     pre_crc_.clear();
@@ -736,7 +1044,7 @@ Status Capture::AfterUnlink(FileKind kind) {
   return Status::Ok();
 }
 
-Status Capture::AfterFsync(FileKind kind) {
+Status Capture::State::AfterFsync(FileKind kind) {
   if (!broken_.ok()) return broken_;
   Status s;
   if (kind == FileKind::kMain || kind == FileKind::kJournal) {
@@ -753,41 +1061,27 @@ Status Capture::AfterFsync(FileKind kind) {
   return s.ok() ? s : Fail(s);
 }
 
-Status Capture::Sync() { return log_ ? SyncLog() : Status::Ok(); }
-
-Status Capture::SyncLog() {
+Status Capture::State::SyncLog() {
+  BeforeLogIo();
   Status s = log_->Sync();  // may reopen the segment
-  log_fd_open_.store(log_->fd_open(), std::memory_order_relaxed);
-  return s;
+  cap_.NoteLog(*log_);
+  if (!s.ok()) return s;
+  log_dirty_ = false;
+  return cap_.SyncUnloaded();  // what an unload left unsynced, if anything
 }
 
-void Capture::CloseFds() {
-  if (log_) log_->CloseActive();
-  log_fd_open_.store(false, std::memory_order_relaxed);
+Status Capture::State::BeforeAppend() {
+  BeforeLogIo();
+  // Records an unload left unsynced sit in the newest segment. This append may
+  // start a new segment, and the log syncs the old one first only for appends it
+  // made itself: sync them now, so nothing newer can reach the disk before them.
+  return cap_.SyncUnloaded();
 }
-
-bool Capture::log_fd_open() const { return log_fd_open_.load(std::memory_order_relaxed); }
-
-uint64_t Capture::TrimByAge(int64_t now_ms, int64_t retention_ms) {
-  if (!log_) return 0;
-  uint64_t freed = log_->TrimByAge(now_ms, retention_ms);
-  if (env_.stats) env_.stats->log_bytes.fetch_sub(static_cast<int64_t>(freed));
-  return freed;
-}
-
-uint64_t Capture::TrimOldest() {
-  if (!log_) return 0;
-  uint64_t freed = log_->TrimOldest();
-  if (env_.stats) env_.stats->log_bytes.fetch_sub(static_cast<int64_t>(freed));
-  return freed;
-}
-
-int64_t Capture::OldestTrimmable() const { return log_ ? log_->OldestSegmentTime() : INT64_MAX; }
 
 // ---- Replication ----
 
-Status Capture::ReadCommitted(uint32_t first, uint32_t max, std::vector<uint32_t>* pgnos,
-                              std::string* images, uint32_t* next) {
+Status Capture::State::ReadCommitted(uint32_t first, uint32_t max, std::vector<uint32_t>* pgnos,
+                                     std::string* images, uint32_t* next) {
   *next = 0;
   if (!loaded_) return Status::FailedPrecondition("capture not loaded");
   if (journal_hot_) return Status::FailedPrecondition("a transaction is open");
@@ -806,8 +1100,8 @@ Status Capture::ReadCommitted(uint32_t first, uint32_t max, std::vector<uint32_t
   return Status::Ok();
 }
 
-Status Capture::PageCrcs(uint32_t first, uint32_t max, uint32_t* page_size,
-                         std::vector<uint64_t>* crcs) {
+Status Capture::State::PageCrcs(uint32_t first, uint32_t max, uint32_t* page_size,
+                                std::vector<uint64_t>* crcs) {
   *page_size = page_size_;
   if (page_size_ == 0 || first == 0 || first > pages_) return Status::Ok();
   uint32_t last = first + std::min(max, pages_ - first + 1) - 1;
@@ -825,8 +1119,7 @@ Status Capture::PageCrcs(uint32_t first, uint32_t max, uint32_t* page_size,
   return Status::Ok();
 }
 
-Status Capture::ApplyRemote(const ChangeSet& cs) {
-  if (Status s = Load(); !s.ok()) return s;
+Status Capture::State::ApplyRemote(const ChangeSet& cs) {
   const bool snapshot = (cs.flags & ChangeSet::kFlagSnapshot) != 0;
   const bool fresh = txid_ == 0 && pages_ == 0;
   if (!snapshot) {
@@ -862,7 +1155,7 @@ Status Capture::ApplyRemote(const ChangeSet& cs) {
       ssize_t n = ::pwrite(fd.value(), image + done, cs.page_size - done, off + static_cast<off_t>(done));
       if (n < 0) {
         if (errno == EINTR) continue;
-        return Fail(Status::FromErrno(errno, "write " + env_.main_path));
+        return Fail(Status::FromErrno(errno, "write " + owner().BackingPath(FileKind::kMain)));
       }
       done += static_cast<size_t>(n);
     }
@@ -877,8 +1170,12 @@ Status Capture::ApplyRemote(const ChangeSet& cs) {
     }
   }
   if (::ftruncate(fd.value(), static_cast<off_t>(uint64_t{cs.commit_pages} * cs.page_size)) != 0) {
-    return Fail(Status::FromErrno(errno, "truncate " + env_.main_path));
+    return Fail(Status::FromErrno(errno, "truncate " + owner().BackingPath(FileKind::kMain)));
   }
+  // No fsync per apply (a replica's writes are like synchronous=NORMAL): after a
+  // power loss the unclean-start verification finds any database whose file and
+  // log disagree, records its real checksum, and the primary re-syncs it. A
+  // clean shutdown syncs everything (Sync).
   page_size_ = cs.page_size;
   pages_ = cs.commit_pages;
   if (!same_size) {
@@ -902,27 +1199,28 @@ Status Capture::ApplyRemote(const ChangeSet& cs) {
   pos.pages = pages_;
   pos.timestamp_ms = cs.timestamp_ms;
   pos.db_id = cs.db_id;
-  Status s = log_->Append(encoded, pos, env_.now_ms());
-  log_fd_open_.store(log_->fd_open(), std::memory_order_relaxed);
+  if (Status s = BeforeAppend(); !s.ok()) return Fail(s);
+  Status s = log_->Append(encoded, pos, shared().now_ms());
+  cap_.NoteLog(*log_);
   if (!s.ok()) return Fail(s);
+  log_dirty_ = true;
   txid_ = cs.max_txid;
   checksum_ = sum;
   db_id_ = cs.db_id;
-  if (env_.stats) env_.stats->log_bytes.fetch_add(static_cast<int64_t>(encoded.size() + 4));
   Publish();
   return Status::Ok();
 }
 
-Status Capture::InstallSnapshot(const Position& pos,
-                                const std::function<Status(int fd)>& write_pages) {
-  if (Status s = Load(); !s.ok()) return s;
+Status Capture::State::InstallSnapshot(const Position& pos,
+                                       const std::function<Status(int fd)>& write_pages) {
   auto fd = MainFd();
   if (!fd.ok()) return fd.status();
   if (Status s = write_pages(fd.value()); !s.ok()) return Fail(s);
   if (::ftruncate(fd.value(), static_cast<off_t>(uint64_t{pos.pages} * pos.page_size)) != 0) {
-    return Fail(Status::FromErrno(errno, "truncate " + env_.main_path));
+    return Fail(Status::FromErrno(errno, "truncate " + owner().BackingPath(FileKind::kMain)));
   }
-  if (::fdatasync(fd.value()) != 0) return Fail(Status::FromErrno(errno, "sync " + env_.main_path));
+  if (::fdatasync(fd.value()) != 0)
+    return Fail(Status::FromErrno(errno, "sync " + owner().BackingPath(FileKind::kMain)));
   ResetWal();
   page_size_ = pos.page_size;
   pages_ = pos.pages;
@@ -935,16 +1233,21 @@ Status Capture::InstallSnapshot(const Position& pos,
                             FormatHex(sum.value()) + ", the primary's is " + FormatHex(pos.checksum));
   }
   // A fresh history: one snapshot record at the primary's TXID.
-  if (env_.stats) env_.stats->log_bytes.fetch_sub(static_cast<int64_t>(log_->bytes()));
-  if (Status s = log_->Destroy(); !s.ok()) return Fail(s);
-  auto log = ChangeLog::Open(env_.log_dir, env_.log_options);
+  Status destroyed = log_->Destroy();
+  cap_.NoteLog(*log_);
+  log_dirty_ = false;
+  cap_.log_unsynced_ = false;
+  if (!destroyed.ok()) return Fail(destroyed);
+  owner().ReserveFd();
+  auto log = ChangeLog::Open(cap_.LogDir(), shared().log_options);
   if (!log.ok()) return Fail(log.status());
   log_ = std::move(log.value());
+  cap_.NoteLog(*log_);
   txid_ = pos.txid - 1;
   checksum_ = kEmptyChecksum;
   db_id_ = pos.db_id;
   Status s = WriteSnapshot("snapshot from the primary");
-  if (s.ok()) s = log_->Sync();
+  if (s.ok()) s = SyncLog();
   if (!s.ok()) return Fail(s);
   return Status::Ok();
 }

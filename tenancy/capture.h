@@ -22,20 +22,29 @@
 // except: a database with no log yet (one snapshot record), and verification
 // after an unclean shutdown or when asked (verify mode).
 //
-// Thread safety: every method except position() REQUIRES the caller to be on
-// the database's SerialQueue. position() may be called from any thread.
+// Memory: what capture needs between writes is loaded on first use and can be
+// dropped again (Unload) once the database is idle with no transaction open, so
+// a known, idle database keeps only its position and a few counters (this
+// object: 128 bytes).
+//
+// Thread safety: every method except position(), log_fd_open() and
+// OldestTrimmable() REQUIRES the caller to be on the database's SerialQueue
+// (or, for Unload and CloseFds, nothing of the database in flight); those three
+// may be called from any thread.
 #pragma once
 
 #include <sys/types.h>
 
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "metrics/metrics.h"
 #include "tenancy/changelog.h"
@@ -53,39 +62,75 @@ struct CaptureStats {
   std::atomic<int64_t> log_bytes{0};
 };
 
-
 class Capture {
  public:
-  struct Env {
-    std::string tenant;
-    std::string db;
-    std::string main_path, journal_path, wal_path;
-    std::string log_dir;
+  // Store-wide settings and sinks every database's Capture shares (one per Store;
+  // it outlives every Capture).
+  struct Shared {
+    std::string log_root;  // <data.dir>/log; a database's log is <log_root>/<tenant>/<db>
     ChangeLog::Options log_options;
     bool verify_each_commit = false;  // recompute the full checksum after every commit
-    bool unclean_start = false;       // last shutdown was not clean: verify on load
+    bool unclean_start = false;       // last shutdown was not clean: verify on first load
     std::function<int64_t()> now_ms;  // injected clock
     CaptureStats* stats = nullptr;    // may be null
     metrics::Metrics* metrics = nullptr;  // commit durations; may be null
-    // The database's backing fd for a file (main or WAL), opened if needed;
-    // NotFound when the file does not exist.
-    std::function<Result<int>(FileKind)> fd_of;
-    // Called on the queue after every new position (commit, apply, repair).
-    std::function<void(const Position&)> on_commit;
+    // Called on the queue after every new position (commit, apply, repair, delete).
+    std::function<void(const std::string& tenant, const std::string& db)> on_position;
   };
 
-  explicit Capture(Env env);
-  ~Capture();
+  // The database a Capture belongs to: its names and its backing files. Capture
+  // reads through the database's own fds (one per file for the whole daemon).
+  class Owner {
+   public:
+    virtual const std::string& tenant_name() const = 0;
+    virtual const std::string& name() const = 0;
+    virtual std::string BackingPath(FileKind kind) const = 0;
+    // The backing fd of a file (main or WAL), opened if needed; NotFound when the
+    // file does not exist. Never cached across calls: the handle cache may close it.
+    virtual Result<int> FdOf(FileKind kind) = 0;
+    // Called before Capture opens an fd it keeps (its log segment), so the handle
+    // cache can make room first.
+    virtual void ReserveFd() = 0;
 
-  // Loads the position from the log and the files (idempotent; cheap after the first call).
+   protected:
+    ~Owner() = default;
+  };
+
+  // REQUIRES: shared and owner outlive the Capture.
+  Capture(const Shared& shared, Owner& owner);
+  ~Capture();
+  Capture(const Capture&) = delete;
+  Capture& operator=(const Capture&) = delete;
+
+  // Loads the position from the log tail and the files (idempotent; cheap when
+  // loaded). After an unclean start the first load in this process verifies the
+  // database against its log (and repairs it); later reloads do not.
   Status Load();
-  // Thread-safe snapshot of the current position.
+  // Load() as an operation on `kind` needs it: not at all while unloaded when
+  // its hooks would have nothing to do -- writes, truncates and fsyncs of -shm
+  // (capture ignores the wal-index) and unlinking -wal or -shm (no WAL
+  // generation is tracked while unloaded) -- so readers' traffic (wal-index
+  // updates, the last reader removing -wal and -shm) never loads an idle
+  // database. Ok then; the hooks for those accept an unloaded capture.
+  Status LoadFor(FileKind kind, bool unlink = false);
+  bool loaded() const;
+  // Drops the loaded state (the log, WAL page table, transaction bookkeeping),
+  // keeping the published position, when nothing in it is needed to understand
+  // the next write: no rollback transaction in progress, no WAL frames written
+  // past the last commit, capture not broken. Load() rebuilds it from the log
+  // tail and the files. Returns whether it did. REQUIRES: nothing of the
+  // database in flight (the handle cache evicting an idle database).
+  bool Unload();
+  // Thread-safe snapshot of the current position (kept while unloaded).
   Position position() const;
   // Non-ok once capture failed in a way that leaves the log unsure; every later
   // write to the database fails with it until a restart verifies and repairs.
-  const Status& broken() const { return broken_; }
+  // (A broken capture is never unloaded.)
+  Status broken() const;
 
   // Hooks around the operations on the database's files (kind: which file).
+  // REQUIRES: LoadFor(kind) ok since the last Unload (FailedPrecondition
+  // otherwise); the unlink hooks also run after a Load() that failed.
   Status BeforeWrite(FileKind kind, off_t offset, std::string_view data);
   Status AfterWrite(FileKind kind, off_t offset, std::string_view data);
   Status BeforeTruncate(FileKind kind, off_t size);
@@ -94,29 +139,32 @@ class Capture {
   Status AfterUnlink(FileKind kind);
   Status AfterFsync(FileKind kind);
 
-  // Makes appended change sets durable (clean shutdown).
+  // Makes appended change sets durable (clean shutdown), loaded or not.
   Status Sync();
-  // Closes the fds capture keeps (file readers, log segment); they reopen on
-  // next use. REQUIRES: on the queue, or nothing of the database in flight.
+  // Closes the fds capture keeps (log segment); they reopen on next use.
+  // REQUIRES: on the queue, or nothing of the database in flight.
   void CloseFds();
   // Whether the log segment's fd is open (for the handle cache's fd count; any thread).
-  bool log_fd_open() const;
-  bool loaded() const { return loaded_; }
+  bool log_fd_open() const { return log_fd_open_.load(std::memory_order_relaxed); }
   // Retention (the store-wide pass): drop whole log segments older than
   // retention_ms, or the oldest one. The newest record always stays. Bytes freed.
+  // Work unloaded too (on the log alone).
   uint64_t TrimByAge(int64_t now_ms, int64_t retention_ms);
   uint64_t TrimOldest();
-  // Newest-record time of the oldest trimmable segment; INT64_MAX when none.
-  int64_t OldestTrimmable() const;
-  ChangeLog* log() { return log_.get(); }
+  // Newest-record time of the oldest trimmable segment; INT64_MAX when none or
+  // when the log was never loaded in this process. Any thread (the retention
+  // pass skips databases with nothing to trim without touching them).
+  int64_t OldestTrimmable() const { return oldest_trimmable_ms_.load(std::memory_order_relaxed); }
+  // REQUIRES: loaded (null otherwise).
+  ChangeLog* log();
 
   // The full checksum of the database as SQLite would read it now (file plus
-  // committed WAL frames). O(size): verification only.
+  // committed WAL frames). O(size): verification only. REQUIRES: loaded.
   Result<uint64_t> ComputeChecksum();
 
   // Replication, primary side. A rollback-journal transaction is open: the
   // main file holds pages that are not committed.
-  bool in_transaction() const { return journal_hot_; }
+  bool in_transaction() const;
   // Appends to `pgnos`/`images` the committed images of pages first..first+max-1
   // (clipped to the committed size, the lock page skipped; WAL frames included),
   // and sets *next to the page after the last one considered (0 past the end).
@@ -139,72 +187,39 @@ class Capture {
   // pos.checksum; the log restarts with one snapshot record at pos.txid.
   // kDataLoss on a mismatch (the position keeps the checksum reached).
   Status InstallSnapshot(const Position& pos, const std::function<Status(int fd)>& write_pages);
-  // Page CRCs (PageCrc) of the main file's pages first.. up to max of them, 0 past the end.
+  // Page CRCs (PageCrc) of the main file's pages first.. up to max of them, 0 past
+  // the end. REQUIRES: loaded.
   Status PageCrcs(uint32_t first, uint32_t max, uint32_t* page_size, std::vector<uint64_t>* crcs);
 
  private:
-  struct WalPage {
-    uint64_t crc;
-    uint64_t frame;  // index of the frame holding the newest committed image
-  };
-  struct PreImage {
-    uint64_t crc;
-    bool present;  // false: the page did not exist before the transaction
-  };
+  // Everything a loaded capture needs: the log, the committed size and checksum,
+  // the transaction in progress, the WAL generation (capture.cc).
+  class State;
 
-  Status Commit();                   // rollback-journal commit point
-  Status CommitWal(uint64_t upto);   // frames [wal_next_frame_, upto] hold new commits
-  Status TrackMainPages(off_t offset, size_t length);
-  Status Emit(std::vector<uint32_t> pgnos, std::string pages, uint32_t new_pages,
-              uint64_t new_checksum, uint32_t flags);
-  Status WriteSnapshot(const char* why);
-  Status VerifyOrRepair(const char* when);
-  Status LoadWal();
-  void ResetWal();
-  Status Fail(Status s);
-  Status SyncLog();
-  void RecordCommitTime(std::chrono::steady_clock::time_point started);
-  void Publish();
+  std::string LogDir() const;
+  // fdatasync of the log's newest segment when an unload left appends unsynced.
+  Status SyncUnloaded();
+  // Sets the position readers see; tells on_position when notify.
+  void Publish(const Position& p, bool notify);
+  // Bookkeeping after anything changed the log: the bytes counted in stats, the
+  // oldest trimmable segment, whether its fd is open. REQUIRES: on the queue.
+  void NoteLog(const ChangeLog& log);
+  // Runs fn on the log: the loaded one, or one opened for the call.
+  template <typename Fn>
+  uint64_t OnLog(Fn fn);
 
-  Result<int> MainFd();
-  Result<int> WalFd();
-  Status ReadMainPage(uint32_t pgno, char* buf);
-  Status ReadLogicalPage(uint32_t pgno, char* buf);
-  Result<uint64_t> MainSize();
-  struct Header {
-    uint32_t page_size = 0;  // 0: no valid SQLite header (yet)
-    uint32_t pages = 0;      // the database size SQLite would use
-  };
-  Result<Header> ReadHeader();
-  uint64_t FrameOffset(uint64_t frame) const { return 32 + frame * (24 + uint64_t{page_size_}); }
-
-  const Env env_;
-  bool loaded_ = false;
-  Status broken_;
-  std::unique_ptr<ChangeLog> log_;
+  const Shared& shared_;
+  Owner& owner_;
+  std::unique_ptr<State> state_;  // null while unloaded
+  // Kept across unloads (on the queue, or by the evicting cache with nothing in flight):
+  int64_t log_bytes_counted_ = 0;  // this log's bytes in shared_.stats->log_bytes
+  bool verified_ = false;          // loaded once in this process (after an unclean start: verified)
+  // An unload left appends not yet fdatasync'ed in the newest segment; synced by
+  // the next sync or before the next append (not at reload: a read-only database
+  // would pay an fsync per reload for a record nobody asked to be durable yet).
+  bool log_unsynced_ = false;
   std::atomic<bool> log_fd_open_{false};
-
-  uint32_t page_size_ = 0;  // 0 until the database has a header
-  uint32_t pages_ = 0;      // committed size in pages
-  uint64_t checksum_ = 1ull << 63;
-  uint64_t txid_ = 0;
-  uint64_t db_id_ = 0;
-
-  // Rollback-journal transaction in progress.
-  bool journal_hot_ = false;
-  bool sync_seen_ = false;
-  bool verify_pending_ = false;
-  std::unordered_map<uint32_t, PreImage> pre_crc_;  // pages written since the tx began
-
-  // WAL generation.
-  bool wal_active_ = false;
-  uint32_t wal_salt1_ = 0, wal_salt2_ = 0;
-  uint64_t wal_next_frame_ = 0;
-  uint64_t wal_written_end_ = 0;  // end of the bytes written in this WAL generation
-  bool wal_big_endian_ = false;   // checksum byte order (the WAL magic's low bit)
-  uint32_t wal_cks_[2] = {0, 0};  // checksum chain after the last committed frame
-  std::unordered_map<uint32_t, WalPage> wal_pages_;
-
+  std::atomic<int64_t> oldest_trimmable_ms_{INT64_MAX};
   mutable std::mutex pos_mu_;  // leaf; guards published_
   Position published_;
 };

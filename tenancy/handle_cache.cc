@@ -40,12 +40,32 @@ bool HandleCache::EvictLocked(CacheEntry& e) {
   return true;
 }
 
+void HandleCache::RecountLocked(CacheEntry& e, uint32_t extra) {
+  uint32_t now_fds = static_cast<uint32_t>(count_fds_(*e.db)) + extra;
+  fds_.fetch_add(now_fds, std::memory_order_relaxed);
+  fds_.fetch_sub(e.fds, std::memory_order_relaxed);
+  e.fds = now_fds;
+}
+
+void HandleCache::EnforceLocked() {
+  CacheEntry* victim = head_.prev;
+  while ((fds_.load(std::memory_order_relaxed) > max_open_ ||
+          open_.load(std::memory_order_relaxed) > max_open_) &&
+         victim != &head_) {
+    CacheEntry* prev = victim->prev;
+    EvictLocked(*victim);  // skips pinned databases
+    victim = prev;
+  }
+}
+
 void HandleCache::Pin(CacheEntry& e) {
   std::lock_guard lock(mu_);
   ++e.pins;
   e.last_used_ms = now_ms_();
   if (!e.listed) {
     PushFront(e);
+    // One more open database: make room now, not when the operation ends.
+    EnforceLocked();
   } else if (head_.next != &e) {  // move to front
     e.prev->next = e.next;
     e.next->prev = e.prev;
@@ -56,24 +76,22 @@ void HandleCache::Pin(CacheEntry& e) {
   }
 }
 
+void HandleCache::Reserve(CacheEntry& e) {
+  std::lock_guard lock(mu_);
+  if (!e.listed) return;  // not pinned (a caller breaking the contract): nothing to count
+  RecountLocked(e, 1);
+  EnforceLocked();
+}
+
 void HandleCache::Unpin(CacheEntry& e) {
   std::lock_guard lock(mu_);
   --e.pins;
   e.last_used_ms = now_ms_();
-  // The operation may have opened fds: account for them, then close least
-  // recently used databases nobody is using until within budget.
-  uint32_t now_fds = static_cast<uint32_t>(count_fds_(*e.db));
-  fds_.fetch_add(now_fds, std::memory_order_relaxed);
-  fds_.fetch_sub(e.fds, std::memory_order_relaxed);
-  e.fds = now_fds;
-  CacheEntry* victim = head_.prev;
-  while ((fds_.load(std::memory_order_relaxed) > max_open_ ||
-          open_.load(std::memory_order_relaxed) > max_open_) &&
-         victim != &head_) {
-    CacheEntry* prev = victim->prev;
-    EvictLocked(*victim);
-    victim = prev;
-  }
+  // Fds opened without a Reserve (or counted twice by racing ones) are settled
+  // here: recount, then close least recently used databases nobody is using
+  // until within budget.
+  RecountLocked(e, 0);
+  EnforceLocked();
 }
 
 void HandleCache::Forget(CacheEntry& e) {

@@ -5,10 +5,16 @@
 // eviction: the next operation reopens what it needs by path. The budget,
 // `max_open`, counts backing fds (one per open file, one per log segment being
 // written): a WAL database in use holds three or four, a rollback one one or
-// two. Over budget, the least recently used unpinned databases are closed; a
-// sweep closes databases idle for `idle_ms`.
+// two. It also bounds the databases open at once. A sweep closes databases idle
+// for `idle_ms`.
 // An operation pins its database for its duration (CacheUse), so nothing is
 // closed under it; locks apps hold live on kernel inodes and are unaffected.
+// Room is made before it is used: pinning a database that is not open, and
+// announcing an fd about to be opened (Reserve), first close the least recently
+// used unpinned databases until the new one fits. Nothing ever waits for room:
+// when every open database is pinned the budget is exceeded by what the pinned
+// databases hold, and restored as they unpin (an operation holding a pin may
+// need another fd of its own database, so waiting could deadlock).
 //
 // Thread safety: thread-safe. One mutex guards the LRU list; it is held for O(1)
 // list work per operation, and while an evicted database's fds are closed.
@@ -31,20 +37,24 @@ struct CacheEntry {
   Database* db = nullptr;
   int64_t last_used_ms = 0;
   uint32_t pins = 0;
-  uint32_t fds = 0;     // backing fds it held when last unpinned
+  uint32_t fds = 0;     // backing fds it holds, as last counted (pin, reserve, unpin)
   bool listed = false;  // open: in the LRU list
 };
 
 class HandleCache {
  public:
-  // close_fds(db) closes every backing fd of db; count_fds(db) counts them. Both
-  // are called with the cache mutex held; close_fds only with db unpinned, so no
-  // operation of db runs meanwhile.
+  // close_fds(db) closes every backing fd of db (and may drop state it can
+  // rebuild); count_fds(db) counts them. Both are called with the cache mutex
+  // held; close_fds only with db unpinned, so no operation of db runs meanwhile.
   HandleCache(size_t max_open, int64_t idle_ms, std::function<int64_t()> now_ms,
               std::function<void(Database&)> close_fds, std::function<int(Database&)> count_fds);
 
   void Pin(CacheEntry& e);
   void Unpin(CacheEntry& e);
+  // e's database (pinned) is about to open one more backing fd: counts it and
+  // closes least recently used unpinned databases until the budget holds it.
+  // Never waits. REQUIRES: no Database or File lock held (close_fds takes them).
+  void Reserve(CacheEntry& e);
   // Drops e from the list without closing (the database is being deleted).
   void Forget(CacheEntry& e);
   // Closes databases idle for idle_ms or more. Returns how many.
@@ -65,6 +75,10 @@ class HandleCache {
   void Unlink(CacheEntry& e);       // REQUIRES: mu_ held, e listed
   void PushFront(CacheEntry& e);    // REQUIRES: mu_ held, e not listed
   bool EvictLocked(CacheEntry& e);  // REQUIRES: mu_ held
+  // Recounts e's fds (plus `extra` about to be opened) into fds_. REQUIRES: mu_ held, e listed.
+  void RecountLocked(CacheEntry& e, uint32_t extra);
+  // Closes least recently used unpinned databases while over budget. REQUIRES: mu_ held.
+  void EnforceLocked();
 
   const size_t max_open_;
   const int64_t idle_ms_;

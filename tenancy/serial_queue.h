@@ -5,7 +5,8 @@
 // databases never wait for each other. A task submitted to an idle queue runs on
 // the submitting thread (no hand-off); a task submitted to a busy queue is parked
 // and run, in order, by the thread that is draining it. Tasks must not block on
-// another queue. Thread-safe.
+// another queue. An idle queue holds no heap memory (one per database: the
+// container of parked tasks exists only while some are parked). Thread-safe.
 #pragma once
 
 #include <deque>
@@ -28,15 +29,19 @@ class SerialQueue : public std::enable_shared_from_this<SerialQueue> {
 
   // Tasks waiting (not counting the one running).
   size_t depth() const;
+  // Nothing running and nothing waiting (a snapshot: it may change right after).
+  bool idle() const;
 
  private:
   explicit SerialQueue(Executor* executor) : executor_(executor) {}
   void Drain();
+  void Park(std::function<void()> task);  // REQUIRES: mu_ held
 
   Executor* const executor_;
   mutable std::mutex mu_;  // leaf lock: nothing is called while it is held
-  std::deque<std::function<void()>> tasks_;  // guarded by mu_
-  bool running_ = false;                     // guarded by mu_
+  // Parked tasks, guarded by mu_; null when none (an empty std::deque allocates).
+  std::unique_ptr<std::deque<std::function<void()>>> tasks_;
+  bool running_ = false;  // guarded by mu_
 };
 
 }  // namespace tenancy

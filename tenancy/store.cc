@@ -59,8 +59,9 @@ Result<std::vector<std::string>> ReadDirNames(const std::string& dir) {
 
 // ---- File ----
 
-File::File(std::shared_ptr<Database> db, FileKind kind, std::string path)
-    : db_(std::move(db)), kind_(kind), path_(std::move(path)) {}
+File::File(std::shared_ptr<Database> db, FileKind kind) : db_(std::move(db)), kind_(kind) {}
+
+std::string File::path() const { return db_->BackingPath(kind_); }
 
 File::~File() {
   int fd = fd_.load();
@@ -72,7 +73,7 @@ Status File::Acquire() {
   // An unlinked file whose fd was closed cannot be reopened: the name may
   // already belong to a newer file.
   if (unlinked() && fd_.load(std::memory_order_relaxed) < 0) {
-    return Status::FromErrno(ESTALE, "open " + path_ + " (unlinked)");
+    return Status::FromErrno(ESTALE, "open " + path() + " (unlinked)");
   }
   ++users_;
   return Status::Ok();
@@ -89,13 +90,17 @@ void File::Release() {
 Result<int> File::Fd() {
   int fd = fd_.load(std::memory_order_acquire);
   if (fd >= 0) return fd;
+  // Room first (no lock of ours held: making room closes other databases' files).
+  db_->ReserveFd();
   std::lock_guard lock(mu_);
   fd = fd_.load(std::memory_order_relaxed);
   if (fd >= 0) return fd;
-  if (unlinked()) return Status::FromErrno(ESTALE, "open " + path_ + " (unlinked)");
-  fd = ::open(path_.c_str(), O_RDWR | O_CLOEXEC);
-  if (fd < 0 && (errno == EACCES || errno == EROFS)) fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Status::FromErrno(errno, "open " + path_);
+  const std::string backing = path();
+  if (unlinked()) return Status::FromErrno(ESTALE, "open " + backing + " (unlinked)");
+  fd = ::open(backing.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0 && (errno == EACCES || errno == EROFS))
+    fd = ::open(backing.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::FromErrno(errno, "open " + backing);
   fd_.store(fd, std::memory_order_release);
   return fd;
 }
@@ -119,7 +124,16 @@ void Database::CloseBacking() {
     }
   }
   capture_.CloseFds();
+  // Idle: what capture holds can be rebuilt from the log and the files on next
+  // use. Unpinned means no operation of ours runs (each pins first, under the
+  // cache mutex we hold); a task queued but not yet pinned would reload at once,
+  // so wait for an idle queue.
+  if (queue_->idle()) capture_.Unload();
 }
+
+const std::string& Database::tenant_name() const { return tenant_->name(); }
+
+void Database::ReserveFd() { cache_->Reserve(cache_entry_); }
 
 int Database::OpenFds() {
   int n = capture_.log_fd_open() ? 1 : 0;
@@ -139,7 +153,7 @@ Result<int> Database::FdOf(FileKind kind) {
       std::string path = BackingPath(kind);
       struct stat st;
       if (::stat(path.c_str(), &st) != 0) return Status::FromErrno(errno, "stat " + path);
-      files_[k] = std::make_shared<File>(shared_from_this(), kind, path);
+      files_[k] = std::make_shared<File>(shared_from_this(), kind);
     }
     f = files_[k];
   }
@@ -171,9 +185,19 @@ Store::Store(const Options& options)
       tenants_dir_(data_dir_ + "/tenants"),
       log_dir_(data_dir_ + "/log"),
       executor_(options.executor),
-      cache_(std::make_unique<HandleCache>(options.max_open, options.idle_timeout_ms, options.now_ms,
-                                           [](Database& db) { db.CloseBacking(); },
-                                           [](Database& db) { return db.OpenFds(); })) {}
+      cache_(std::make_unique<HandleCache>(
+          options.max_open, options.idle_timeout_ms, options.now_ms,
+          [](Database& db) { db.CloseBacking(); }, [](Database& db) { return db.OpenFds(); })) {
+  capture_shared_.log_root = log_dir_;
+  capture_shared_.log_options = options.log_options;
+  capture_shared_.verify_each_commit = options.verify_each_commit;
+  capture_shared_.now_ms = options.now_ms;
+  capture_shared_.stats = &stats_;
+  capture_shared_.metrics = options.metrics;
+  capture_shared_.on_position = [this](const std::string& tenant, const std::string& db) {
+    if (listener_) listener_(tenant, db);
+  };
+}
 
 namespace {
 constexpr const char* kCleanMarker = "/CLEAN";
@@ -195,6 +219,7 @@ Result<std::unique_ptr<Store>> Store::Open(const Options& options) {
   std::string marker = store->data_dir_ + kCleanMarker;
   bool clean = ::access(marker.c_str(), F_OK) == 0;
   store->unclean_start_ = existed && !clean;
+  store->capture_shared_.unclean_start = store->unclean_start_;
   if (clean && ::unlink(marker.c_str()) != 0) return Status::FromErrno(errno, "unlink " + marker);
   Status s = MakeDirs(store->tenants_dir_);
   if (!s.ok()) return s;
@@ -203,15 +228,18 @@ Result<std::unique_ptr<Store>> Store::Open(const Options& options) {
   return store;
 }
 
-Status Store::Close() {
+std::vector<std::shared_ptr<Database>> Store::KnownDatabases() {
   std::vector<std::shared_ptr<Database>> dbs;
-  {
-    std::lock_guard lock(mu_);
-    for (auto& [name, tenant] : tenants_) {
-      std::lock_guard tlock(tenant->mu_);
-      for (auto& [dname, db] : tenant->dbs_) dbs.push_back(db);
-    }
+  std::lock_guard lock(mu_);
+  for (auto& [name, tenant] : tenants_) {
+    std::lock_guard tlock(tenant->mu_);
+    for (auto& [dname, db] : tenant->dbs_) dbs.push_back(db);
   }
+  return dbs;
+}
+
+Status Store::Close() {
+  std::vector<std::shared_ptr<Database>> dbs = KnownDatabases();
   Status first;
   for (auto& db : dbs) {
     Status s = db->capture().Sync();  // queues are drained: nothing else runs
@@ -308,29 +336,9 @@ Result<std::shared_ptr<Database>> Store::LookupDatabase(const std::shared_ptr<Te
     std::string path = tenant->dir() + "/" + db_name;
     if (::stat(path.c_str(), &st) != 0) return Status::FromErrno(errno, "stat " + path);
   }
-  Capture::Env env;
-  env.tenant = tenant->name();
-  env.db = db_name;
-  env.main_path = tenant->dir() + "/" + db_name;
-  env.journal_path = env.main_path + std::string(FileSuffix(FileKind::kJournal));
-  env.wal_path = env.main_path + std::string(FileSuffix(FileKind::kWal));
-  env.log_dir = log_dir_ + "/" + tenant->name() + "/" + db_name;
-  env.log_options = options_.log_options;
-  env.verify_each_commit = options_.verify_each_commit;
-  env.unclean_start = unclean_start_;
-  env.now_ms = options_.now_ms;
-  env.stats = &stats_;
-  env.metrics = options_.metrics;
-  env.on_commit = [this, t = tenant->name(), d = db_name](const Position&) {
-    if (listener_) listener_(t, d);
-  };
   auto db = std::make_shared<Database>(tenant, db_name, SerialQueue::Create(executor_),
-                                       std::move(env), cache_.get());
-  {
-    std::lock_guard slock(touched_mu_);
-    touched_.push_back(db);
-  }
-  tenant->dbs_.emplace(db_name, db);
+                                       capture_shared_, cache_.get());
+  tenant->dbs_.emplace(db->name(), db);
   return db;
 }
 
@@ -350,7 +358,7 @@ Result<std::shared_ptr<File>> Store::LookupFile(const std::shared_ptr<Tenant>& t
   std::string path = d.BackingPath(parsed->kind);
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) return Status::FromErrno(errno, "stat " + path);
-  d.files_[k] = std::make_shared<File>(db.value(), parsed->kind, path);
+  d.files_[k] = std::make_shared<File>(db.value(), parsed->kind);
   return d.files_[k];
 }
 
@@ -397,6 +405,7 @@ void Store::CreateFile(const std::shared_ptr<Tenant>& tenant, std::string_view n
     int k = static_cast<int>(kind);
     std::string path = d->BackingPath(kind);
     int flags = O_RDWR | O_CREAT | O_CLOEXEC | (exclusive ? O_EXCL : 0);
+    d->ReserveFd();
     int fd = ::open(path.c_str(), flags, mode & 07777);
     if (fd < 0) return done(Status::FromErrno(errno, "create " + path));
     std::shared_ptr<File> file;
@@ -405,7 +414,7 @@ void Store::CreateFile(const std::shared_ptr<Tenant>& tenant, std::string_view n
       d->deleted_ = false;
       file = d->files_[k];
       if (!file) {
-        file = std::make_shared<File>(d, kind, path);
+        file = std::make_shared<File>(d, kind);
         d->files_[k] = file;
       }
     }
@@ -436,7 +445,7 @@ void Store::Unlink(const std::shared_ptr<Tenant>& tenant, std::string_view name,
     std::string path = d->BackingPath(kind);
     Capture& cap = d->capture();
     // Loading needs the main file, which this very unlink may remove.
-    Status loaded = cap.Load();
+    Status loaded = cap.LoadFor(kind, /*unlink=*/true);
     if (loaded.ok() || kind == FileKind::kMain) {
       if (Status s = cap.BeforeUnlink(kind); !s.ok() && kind != FileKind::kMain) return done(s);
     } else {
@@ -474,18 +483,7 @@ void Store::Unlink(const std::shared_ptr<Tenant>& tenant, std::string_view name,
 }
 
 uint64_t Store::EnforceRetention(int64_t retention_ms, uint64_t max_bytes) {
-  std::vector<std::shared_ptr<Database>> dbs;
-  {
-    std::lock_guard lock(touched_mu_);
-    std::vector<std::weak_ptr<Database>> live;
-    for (auto& w : touched_) {
-      if (auto db = w.lock()) {
-        dbs.push_back(std::move(db));
-        live.push_back(w);
-      }
-    }
-    touched_.swap(live);
-  }
+  std::vector<std::shared_ptr<Database>> dbs = KnownDatabases();
   // Runs fn on db's queue and waits for it.
   auto on_queue = [this](const std::shared_ptr<Database>& db, std::function<void()> fn) {
     std::mutex mu;
@@ -505,12 +503,15 @@ uint64_t Store::EnforceRetention(int64_t retention_ms, uint64_t max_bytes) {
   uint64_t freed = 0;
   std::vector<std::pair<int64_t, std::shared_ptr<Database>>> oldest;
   for (auto& db : dbs) {
-    on_queue(db, [&] {
-      Capture& cap = db->capture();
-      if (!cap.loaded()) return;  // untouched logs are as old as they were at start
-      freed += cap.TrimByAge(now, retention_ms);
-      if (int64_t t = cap.OldestTrimmable(); t != INT64_MAX) oldest.emplace_back(t, db);
-    });
+    // Known from the last time its log was loaded, so databases with nothing old
+    // are skipped without a queue task, a pin or any I/O. INT64_MAX: one segment
+    // only, or a log not loaded since start (untouched logs are as old as they
+    // were at start).
+    Capture& cap = db->capture();
+    if (cap.OldestTrimmable() < now - retention_ms) {
+      on_queue(db, [&] { freed += cap.TrimByAge(now, retention_ms); });
+    }
+    if (int64_t t = cap.OldestTrimmable(); t != INT64_MAX) oldest.emplace_back(t, db);
   }
   if (max_bytes == 0) return freed;
   std::sort(oldest.begin(), oldest.end(),
@@ -569,7 +570,7 @@ void Store::Write(std::shared_ptr<File> file, std::string data, off_t offset, Do
     FileKind kind = file->kind();
     auto fd = OpenFd(*file);
     if (!fd.ok()) return done(fd.status());
-    if (Status s = cap.Load(); !s.ok()) return done(s);
+    if (Status s = cap.LoadFor(kind); !s.ok()) return done(s);
     if (Status s = cap.BeforeWrite(kind, offset, data); !s.ok()) return done(s);
     size_t written = 0;
     while (written < data.size()) {
@@ -594,7 +595,7 @@ void Store::Truncate(std::shared_ptr<File> file, off_t size, Done done) {
     FileKind kind = file->kind();
     auto fd = OpenFd(*file);
     if (!fd.ok()) return done(fd.status());
-    if (Status s = cap.Load(); !s.ok()) return done(s);
+    if (Status s = cap.LoadFor(kind); !s.ok()) return done(s);
     if (Status s = cap.BeforeTruncate(kind, size); !s.ok()) return done(s);
     if (::ftruncate(fd.value(), size) != 0) {
       return done(Status::FromErrno(errno, "truncate " + file->path()));
@@ -629,7 +630,7 @@ void Store::Fsync(std::shared_ptr<File> file, bool datasync, Done done) {
     Capture& cap = file->db().capture();
     auto fd = OpenFd(*file);
     if (!fd.ok()) return done(fd.status());
-    if (Status s = cap.Load(); !s.ok()) return done(s);
+    if (Status s = cap.LoadFor(file->kind()); !s.ok()) return done(s);
     int rc = datasync ? ::fdatasync(fd.value()) : ::fsync(fd.value());
     if (rc != 0) return done(Status::FromErrno(errno, "fsync " + file->path()));
     done(cap.AfterFsync(file->kind()));

@@ -10,7 +10,7 @@
 // caller's thread and never queue.
 //
 // Thread safety: all methods are thread-safe.
-// Lock order: Store::mu_ -> Tenant::mu_ -> Database::mu_ -> File::mu_.
+// Lock order: Store::mu_ -> Tenant::mu_ -> HandleCache::mu_ -> Database::mu_ -> File::mu_.
 #pragma once
 
 #include <sys/stat.h>
@@ -43,7 +43,7 @@ class Tenant;
 // any POSIX file system. The backing fd is shared by every handle on the file.
 class File {
  public:
-  File(std::shared_ptr<Database> db, FileKind kind, std::string path);
+  File(std::shared_ptr<Database> db, FileKind kind);
   ~File();
   File(const File&) = delete;
   File& operator=(const File&) = delete;
@@ -51,7 +51,8 @@ class File {
   FileKind kind() const { return kind_; }
   Database& db() const { return *db_; }
   const std::shared_ptr<Database>& db_ptr() const { return db_; }
-  const std::string& path() const { return path_; }
+  // The backing path (derived from the database's, not stored: files are many).
+  std::string path() const;
   bool unlinked() const { return unlinked_.load(std::memory_order_acquire); }
 
   // Counts one logical handle (an application's open file). The backing fd is
@@ -71,7 +72,6 @@ class File {
   friend class Store;
   const std::shared_ptr<Database> db_;
   const FileKind kind_;
-  const std::string path_;
   std::mutex mu_;  // leaf
   std::atomic<int> fd_{-1};  // written under mu_
   int users_ = 0;            // guarded by mu_
@@ -89,45 +89,52 @@ class Tenant {
   const std::string name_;
   const std::string dir_;
   std::mutex mu_;  // after Store::mu_, before Database::mu_
-  std::unordered_map<std::string, std::shared_ptr<Database>> dbs_;  // guarded by mu_
-  bool removed_ = false;                                            // guarded by mu_
+  // Guarded by mu_. Keyed by a view of the database's own name (it lives as
+  // long as the entry), not a copy: entries are as many as databases known.
+  std::unordered_map<std::string_view, std::shared_ptr<Database>> dbs_;
+  bool removed_ = false;  // guarded by mu_
 };
 
-class Database : public std::enable_shared_from_this<Database> {
+// A known database. Kept while known (the registry, the kernel's nodes), so an
+// idle one is small: its capture state is dropped when the handle cache closes
+// it (Capture::Unload), its queue holds no container when empty, and paths are
+// derived from the tenant's directory instead of stored.
+class Database final : public std::enable_shared_from_this<Database>, public Capture::Owner {
  public:
+  // REQUIRES: shared and cache outlive the database.
   Database(std::shared_ptr<Tenant> tenant, std::string name, std::shared_ptr<SerialQueue> queue,
-           Capture::Env capture_env, HandleCache* cache)
+           const Capture::Shared& shared, HandleCache* cache)
       : tenant_(std::move(tenant)),
         name_(std::move(name)),
         queue_(std::move(queue)),
-        capture_(BindFds(std::move(capture_env), this)),
+        capture_(shared, *this),
         cache_(cache) {
     cache_entry_.db = this;
   }
   ~Database();
-  // Capture reads through the database's own fds (a member: it never outlives us).
-  static Capture::Env BindFds(Capture::Env env, Database* db) {
-    env.fd_of = [db](FileKind kind) { return db->FdOf(kind); };
-    return env;
-  }
   Database(const Database&) = delete;
   Database& operator=(const Database&) = delete;
   Tenant& tenant() const { return *tenant_; }
-  const std::string& name() const { return name_; }
+  const std::string& tenant_name() const override;
+  const std::string& name() const override { return name_; }
   SerialQueue& queue() const { return *queue_; }
-  std::string BackingPath(FileKind kind) const;
+  std::string BackingPath(FileKind kind) const override;
   // REQUIRES: on queue() for everything but position().
   Capture& capture() { return capture_; }
   // Bookkeeping of the handle cache (guarded by its mutex).
   CacheEntry& cache_entry() { return cache_entry_; }
-  // Closes every backing fd of the database. REQUIRES: nothing of it in flight.
+  // Closes every backing fd of the database and, when its queue is idle, drops
+  // its capture state. REQUIRES: nothing of it in flight (unpinned).
   void CloseBacking();
   // Backing fds open now (files and log); any thread.
   int OpenFds();
   // The backing fd of one of its files, opened if needed, making the File if
   // the kernel has not looked it up yet (so identities stay one per file).
   // REQUIRES: the database pinned. NotFound when the file does not exist.
-  Result<int> FdOf(FileKind kind);
+  Result<int> FdOf(FileKind kind) override;
+  // One more backing fd is about to be opened: the handle cache makes room.
+  // REQUIRES: the database pinned; no Database or File lock held.
+  void ReserveFd() override;
 
  private:
   friend class Store;
@@ -210,11 +217,13 @@ class Store {
   Status SetOwner(File& file, uid_t uid, gid_t gid);
   Status SetTimes(File& file, const struct timespec times[2]);
 
-  // The store-wide retention pass: for every database touched since start,
-  // drops log segments older than retention_ms, then, while the logs hold more
-  // than max_bytes (0 = no bound), the oldest segment node-wide. The newest
-  // record of a database is never dropped. Blocks the caller until done; run it
-  // from a housekeeping thread, never from a queue task. Returns bytes freed.
+  // The store-wide retention pass: for every database whose log was loaded since
+  // start, drops log segments older than retention_ms, then, while the logs hold
+  // more than max_bytes (0 = no bound), the oldest segment node-wide. The newest
+  // record of a database is never dropped. Databases with nothing to trim are
+  // skipped without being opened (an in-memory check each). Blocks the caller
+  // until done; run it from a housekeeping thread, never from a queue task.
+  // Returns bytes freed.
   uint64_t EnforceRetention(int64_t retention_ms, uint64_t max_bytes);
   // Change-set bytes held by the logs of databases touched since start.
   int64_t retention_bytes() const { return stats_.log_bytes.load(); }
@@ -256,6 +265,8 @@ class Store {
   Result<int> OpenFd(File& file);
   // Runs op on db's queue, counted in queue_depth().
   void Submit(Database& db, bool inline_ok, std::function<void()> op);
+  // Every database in the registry.
+  std::vector<std::shared_ptr<Database>> KnownDatabases();
 
   const Options options_;
   const std::string data_dir_;
@@ -266,11 +277,10 @@ class Store {
   std::unique_ptr<HandleCache> cache_;
   bool unclean_start_ = false;
   CaptureStats stats_;
+  Capture::Shared capture_shared_;  // set before the first database is made
   mutable std::mutex mu_;  // first in lock order
   std::unordered_map<std::string, std::shared_ptr<Tenant>> tenants_;  // guarded by mu_
   std::atomic<uint64_t> fd_exhaustions_{0};
-  std::mutex touched_mu_;  // leaf
-  std::vector<std::weak_ptr<Database>> touched_;  // guarded by touched_mu_: databases made since start
   std::atomic<int64_t> queued_{0};
   ChangeListener listener_;  // set before serving, then read-only
 };

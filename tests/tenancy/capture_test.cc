@@ -105,6 +105,18 @@ class CaptureTest : public ::testing::Test {
     store_->ReadPosition(d.value(), [&](Result<Position> p) { out = p.value(); });
     return out;
   }
+  // Whether the database's capture state is loaded (without loading it).
+  bool Loaded(const std::string& db) {
+    auto d = store_->LookupPos(tenant_, db + "-pos");
+    EXPECT_TRUE(d.ok());
+    return d.ok() && d.value()->capture().loaded();
+  }
+  // Lets every database go idle past handles.idle-timeout and sweeps: the handle
+  // cache closes them, dropping what their capture can rebuild.
+  size_t IdleAll() {
+    now_ += 120'000;
+    return store_->SweepIdle();
+  }
   // Full checksum of the first `pages` pages of the backing file.
   uint64_t FileChecksum(const std::string& db, uint32_t pages) {
     int fd = ::open((dir_ + "/tenants/acme/" + db).c_str(), O_RDONLY);
@@ -220,6 +232,107 @@ TEST_F(CaptureTest, ShrinkAfterCommitPointCountsInHeaderSize) {
   Position replayed;
   EXPECT_EQ(Replay("app.db", &replayed), Backing("app.db", 2 * kPs));
   EXPECT_EQ(replayed.checksum, Pos("app.db").checksum);
+}
+
+TEST_F(CaptureTest, IdleDatabaseDropsItsStateAndReloadsWhereItLeftOff) {
+  auto db = Create("app.db");
+  RollbackTx(db, {{1, HeaderPage(2, 1)}, {2, std::string(kPs, 'a')}});
+  const Position p1 = Pos("app.db");
+  ASSERT_TRUE(Loaded("app.db"));
+  EXPECT_EQ(IdleAll(), 1u);
+  EXPECT_FALSE(Loaded("app.db"));
+  // The position outlives the state, for readers on any thread.
+  auto d = store_->LookupPos(tenant_, "app.db-pos").value();
+  EXPECT_EQ(d->capture().position().txid, p1.txid);
+  EXPECT_EQ(d->capture().position().checksum, p1.checksum);
+  const int64_t bytes = store_->retention_bytes();
+  // The next transaction reloads from the log tail and continues the history.
+  RollbackTx(db, {{1, HeaderPage(3, 2)}, {3, std::string(kPs, 'b')}}, "truncate");
+  EXPECT_TRUE(Loaded("app.db"));
+  EXPECT_EQ(Pos("app.db").txid, 2u);
+  EXPECT_EQ(Pos("app.db").db_id, p1.db_id);
+  EXPECT_EQ(Pos("app.db").checksum, FileChecksum("app.db", 3));
+  EXPECT_GT(store_->retention_bytes(), bytes);  // the reload did not count the log twice
+  IdleAll();
+  Position replayed;
+  EXPECT_EQ(Replay("app.db", &replayed), Backing("app.db", 3 * kPs));
+  EXPECT_EQ(replayed.checksum, Pos("app.db").checksum);
+  EXPECT_EQ(store_->stats().verify_failures.load(), 0u);
+  // Unloaded or not, a clean close makes the log durable.
+  IdleAll();
+  EXPECT_TRUE(store_->Close().ok());
+}
+
+// What SQLite readers of a WAL database change -- the wal-index (-shm), and the
+// -wal and -shm files the last one removes -- is nothing capture tracks, so it
+// does not load an idle database; a write to the WAL does.
+TEST_F(CaptureTest, ReaderTrafficDoesNotLoadAnIdleDatabase) {
+  auto db = Create("app.db");
+  RollbackTx(db, {{1, HeaderPage(2, 1)}, {2, std::string(kPs, 'a')}});
+  ReleaseAll();
+  IdleAll();
+  ASSERT_FALSE(Loaded("app.db"));
+  auto shm = Create("app.db-shm");
+  auto wal = Create("app.db-wal");
+  Write(shm, 0, std::string(136, 'i'));
+  Truncate(shm, 32768);
+  Fsync(shm);
+  Unlink("app.db-wal");
+  Unlink("app.db-shm");
+  EXPECT_FALSE(Loaded("app.db"));
+  ReleaseAll();
+  auto wal2 = Create("app.db-wal");
+  Write(wal2, 0, std::string(32, '\0'));  // not a valid header: no WAL yet, but loaded
+  EXPECT_TRUE(Loaded("app.db"));
+  EXPECT_EQ(Pos("app.db").txid, 1u);
+}
+
+TEST_F(CaptureTest, OpenTransactionKeepsItsStateThroughEviction) {
+  auto db = Create("app.db");
+  RollbackTx(db, {{1, HeaderPage(2, 1)}, {2, std::string(kPs, 'a')}});
+  // A transaction in progress: journal hot, a page written (its pre-image CRC is
+  // known only in memory).
+  auto j = Create("app.db-journal");
+  Write(j, 0, std::string(reinterpret_cast<const char*>(kMagic), 8) + std::string(20, '\1'));
+  Write(db, kPs, std::string(kPs, 'z'));
+  EXPECT_EQ(IdleAll(), 1u);       // its fds are closed ...
+  EXPECT_TRUE(Loaded("app.db"));  // ... but not what the commit will need
+  Write(db, 0, HeaderPage(2, 2));
+  Fsync(db);
+  Unlink("app.db-journal");
+  EXPECT_EQ(Pos("app.db").txid, 2u);
+  EXPECT_EQ(Pos("app.db").checksum, FileChecksum("app.db", 2));
+  Position replayed;
+  EXPECT_EQ(Replay("app.db", &replayed), Backing("app.db", 2 * kPs));
+  EXPECT_EQ(store_->stats().verify_failures.load(), 0u);
+}
+
+// Verification after an unclean start is once per database and process: a reload
+// after an eviction trusts what the first load checked and capture saw since.
+TEST_F(CaptureTest, UncleanStartVerifiesOnFirstLoadOnly) {
+  {
+    auto db = Create("app.db");
+    RollbackTx(db, {{1, HeaderPage(2, 1)}, {2, std::string(kPs, 'a')}});
+  }
+  ReleaseAll();
+  store_.reset();  // no Close(): an unclean shutdown
+  OpenStore();
+  ASSERT_TRUE(store_->unclean_start());
+  tenant_ = store_->LookupTenant("acme").value();
+  EXPECT_EQ(Pos("app.db").txid, 1u);  // verified: the log matches, no repair
+  EXPECT_EQ(store_->stats().repairs.load(), 0u);
+  IdleAll();
+  ASSERT_FALSE(Loaded("app.db"));
+  // A change behind the daemon's back (not something it can see or verification
+  // is for while it runs) shows the reload does not scan the file again.
+  {
+    std::fstream f(dir_ + "/tenants/acme/app.db", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(kPs + 7);
+    f.put('Q');
+  }
+  EXPECT_EQ(Pos("app.db").txid, 1u);
+  EXPECT_TRUE(Loaded("app.db"));
+  EXPECT_EQ(store_->stats().repairs.load(), 0u);
 }
 
 // --- WAL
@@ -342,6 +455,39 @@ TEST_F(WalCaptureTest, CommitFramesAreTransactionsAndCheckpointsAreNot) {
   EXPECT_EQ(store_->stats().verify_failures.load(), 0u);
 }
 
+TEST_F(WalCaptureTest, IdleDatabaseReloadsItsWalGeneration) {
+  auto db = Create("app.db");
+  auto walf = Create("app.db-wal");
+  WalWriter wal(this, walf, 0x7777);
+  wal.Header();
+  wal.Append({1, 0, HeaderPage(2, 1)});
+  wal.Append({2, 2, std::string(kPs, 'a')});
+  EXPECT_EQ(Pos("app.db").txid, 1u);
+  EXPECT_EQ(IdleAll(), 1u);
+  EXPECT_FALSE(Loaded("app.db"));
+  // Frames written past the last commit: the state stays through an eviction
+  // (which of them are whole in this generation is known only in memory).
+  wal.Append({2, 0, std::string(kPs, 'b')});
+  EXPECT_TRUE(Loaded("app.db"));
+  IdleAll();
+  EXPECT_TRUE(Loaded("app.db"));
+  wal.Append({3, 3, std::string(kPs, 'c')});
+  EXPECT_EQ(Pos("app.db").txid, 2u);
+  IdleAll();
+  EXPECT_FALSE(Loaded("app.db"));
+  // Reloaded from the WAL: page 2's newest committed image is in frame 2, so
+  // rewriting it with the same bytes commits nothing and a new image does.
+  wal.Append({2, 3, std::string(kPs, 'b')});
+  EXPECT_EQ(Pos("app.db").txid, 2u);
+  wal.Append({2, 3, std::string(kPs, 'd')});
+  EXPECT_EQ(Pos("app.db").txid, 3u);
+  Position replayed;
+  std::string bytes = Replay("app.db", &replayed);
+  EXPECT_EQ(replayed.checksum, Pos("app.db").checksum);
+  EXPECT_EQ(bytes, HeaderPage(2, 1) + std::string(kPs, 'd') + std::string(kPs, 'c'));
+  EXPECT_EQ(store_->stats().verify_failures.load(), 0u);
+}
+
 TEST_F(WalCaptureTest, CommitHeaderOverStaleFrameWaitsForItsPage) {
   auto db = Create("app.db");
   auto walf = Create("app.db-wal");
@@ -410,6 +556,49 @@ TEST_F(CaptureTest, UnlinkDropsTheLog) {
   Unlink("app.db");
   EXPECT_FALSE(fs::exists(dir_ + "/log/acme/app.db"));
   EXPECT_EQ(store_->retention_bytes(), 0);
+}
+
+// Retention reaches logs whose database was evicted (state dropped) without
+// loading the database, and skips the others without touching them.
+TEST_F(CaptureTest, RetentionPassTrimsLogsOfUnloadedDatabases) {
+  ReleaseAll();
+  store_.reset();
+  Store::Options o;
+  o.data_dir = dir_;
+  o.executor = executor_.get();
+  o.now_ms = [this] { return now_; };
+  o.log_options.segment_bytes = 1;  // every record its own segment
+  store_ = std::move(Store::Open(o).value());
+  tenant_ = store_->LookupTenant("acme").value();
+  auto db = Create("app.db");
+  for (uint32_t i = 1; i <= 6; ++i) {
+    RollbackTx(db, {{1, HeaderPage(2, i)}, {2, std::string(kPs, static_cast<char>('a' + i))}});
+    now_ += 1000;
+  }
+  ReleaseAll();
+  IdleAll();
+  ASSERT_FALSE(Loaded("app.db"));
+  const std::string log_dir = dir_ + "/log/acme/app.db";
+  auto log_bytes = [&] {
+    int64_t n = 0;
+    for (auto& e : fs::directory_iterator(log_dir)) n += static_cast<int64_t>(e.file_size());
+    return n;
+  };
+  EXPECT_EQ(store_->retention_bytes(), log_bytes());
+  // Nothing older than a day: skipped without opening anything.
+  EXPECT_EQ(store_->EnforceRetention(86'400'000, 0), 0u);
+  // A byte bound below one record: only the newest record survives, the log
+  // opened on its own for it.
+  EXPECT_GT(store_->EnforceRetention(INT64_MAX / 4, 1), 0u);
+  EXPECT_FALSE(Loaded("app.db"));
+  EXPECT_EQ(store_->retention_bytes(), log_bytes());
+  ChangeLog::Options ro;
+  ro.read_only = true;
+  auto log = ChangeLog::Open(log_dir, ro);
+  ASSERT_TRUE(log.ok());
+  EXPECT_EQ(log.value()->first_txid(), 6u);
+  EXPECT_EQ(log.value()->tail().txid, 6u);
+  EXPECT_EQ(Pos("app.db").txid, 6u);
 }
 
 TEST_F(CaptureTest, RetentionPassTrimsOldSegmentsAndBoundsBytes) {

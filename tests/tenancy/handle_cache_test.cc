@@ -92,6 +92,55 @@ TEST_F(HandleCacheTest, ManyLogicalHandlesFewFds) {
   }
 }
 
+// Room is made before an fd is opened, not when the operation ends: while an
+// operation of a database that was not open runs, the daemon's fds stay within
+// the budget (the other databases are unpinned, so they can make room).
+TEST_F(HandleCacheTest, BudgetHoldsWhileAnOperationRuns) {
+  Open(/*max_open=*/4);
+  int base = CountProcessFds();
+  for (int i = 0; i < 4; ++i) CreateAndWrite("db" + std::to_string(i), "content");
+  ASSERT_EQ(CountProcessFds() - base, 4);  // each holds its main file
+  auto fresh = CreateAndWrite("fresh", "fresh content");
+  auto other = store_->OpenDatabase("acme", "db0", false);
+  ASSERT_TRUE(other.ok());
+  int during = -1;
+  size_t open_during = 0;
+  Status s = store_->RunOn(other.value(), [&](Capture&) {  // pinned; loading opened its main file
+    during = CountProcessFds() - base;
+    open_during = store_->databases_open();
+    return Status::Ok();
+  });
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_LE(during, 4);
+  EXPECT_LE(open_during, 4u);
+  EXPECT_EQ(ReadAll(*fresh, 13), "fresh content");
+  EXPECT_LE(CountProcessFds() - base, 4);
+}
+
+// A pinned database is never closed to make room, and nothing waits for room:
+// with every open database pinned the budget is exceeded, then restored.
+TEST_F(HandleCacheTest, PinnedDatabasesOvershootWithoutWaiting) {
+  Open(/*max_open=*/1);
+  int base = CountProcessFds();
+  auto a = CreateAndWrite("a", "first");
+  auto b = CreateAndWrite("b", "second");
+  auto da = store_->OpenDatabase("acme", "a", false).value();
+  auto db = store_->OpenDatabase("acme", "b", false).value();
+  int during = -1;
+  Status s = store_->RunOn(da, [&](Capture&) {  // a pinned and open ...
+    // ... while an operation of b opens b (nested only here: the executor is inline)
+    return store_->RunOn(db, [&](Capture&) {
+      during = CountProcessFds() - base;
+      return Status::Ok();
+    });
+  });
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(during, 2);
+  EXPECT_EQ(ReadAll(*b, 6), "second");
+  EXPECT_LE(CountProcessFds() - base, 1);
+  EXPECT_EQ(ReadAll(*a, 5), "first");
+}
+
 TEST_F(HandleCacheTest, IdleDatabasesAreClosedBySweep) {
   Open(/*max_open=*/64, /*idle_ms=*/5000);
   int base = CountProcessFds();

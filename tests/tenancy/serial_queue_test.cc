@@ -47,9 +47,11 @@ TEST(SerialQueueTest, BlockingTaskGoesToExecutorAndLaterTasksWait) {
   q->Submit([&] { order.push_back(2); }, /*inline_ok=*/true);
   EXPECT_TRUE(order.empty());
   EXPECT_EQ(q->depth(), 2u);
+  EXPECT_FALSE(q->idle());
   ex.Drain();
   EXPECT_EQ(order, (std::vector<int>{1, 2}));
   EXPECT_EQ(q->depth(), 0u);
+  EXPECT_TRUE(q->idle());
   // Idle again: inline.
   q->Submit([&] { order.push_back(3); }, true);
   EXPECT_EQ(order.back(), 3);
