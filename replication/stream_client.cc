@@ -98,7 +98,6 @@ struct Staging {
   }
   int fd = -1;
   std::string path;
-  uint64_t db_id = 0;
   uint32_t page_size = 0;
   std::vector<uint32_t> present;  // pgnos written, unsorted, may repeat
 
@@ -160,7 +159,6 @@ struct StreamClient::Impl {
     int64_t commit_ms = 0;             // kApply: its commit time on the primary
     std::shared_ptr<Staging> staging;  // kSnapshot
     SnapshotEnd end;                   // kSnapshot
-    int64_t received_ms = 0;
   };
   struct DbQueue {
     std::deque<Task> tasks;
@@ -396,7 +394,6 @@ struct StreamClient::Impl {
 
   Status ApplyBatch(const std::string& t, const std::string& d, std::vector<ChangeSet> batch) {
     auto ranges = ChangedRanges(batch);
-    int64_t newest_ms = batch.empty() ? 0 : batch.back().timestamp_ms;
     std::vector<ChangeSet> merged = Merge(std::move(batch));
     Position after;
     Status s = UnderLock(t, d, [&](Capture& c) {
@@ -406,7 +403,6 @@ struct StreamClient::Impl {
       return Status::Ok();
     }, &after, ranges);
     if (!s.ok()) return s;
-    if (newest_ms != 0) NoteLag(NowMs() - newest_ms);
     QueueAck(t, d, after);
     return Status::Ok();
   }
@@ -483,11 +479,6 @@ struct StreamClient::Impl {
       Send(h);
       if (h.last) return Status::Ok();
     }
-  }
-
-  void NoteLag(int64_t ms) {
-    std::lock_guard lock(smu);
-    last_lag_ms = std::max<int64_t>(0, ms);
   }
 
   // ---- the connection (its io_context runs on the connection thread) ----
@@ -630,7 +621,6 @@ struct StreamClient::Impl {
         Task task;
         task.kind = Task::Kind::kApply;
         task.gen = gen.load();
-        task.received_ms = NowMs();
         task.commit_ms = h->timestamp_ms;
         task.raw = std::move(record);
         Enqueue(key, std::move(task));
@@ -657,7 +647,6 @@ struct StreamClient::Impl {
       sg->fd = ::open(sg->path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
       if (sg->fd < 0) return Status::FromErrno(errno, "create " + sg->path);
       ::unlink(sg->path.c_str());  // the fd keeps it; nothing is left after a crash
-      sg->db_id = b->db_id;
       sg->page_size = b->page_size;
       staging[key] = sg;
       return Status::Ok();
@@ -680,7 +669,6 @@ struct StreamClient::Impl {
       Task task;
       task.kind = Task::Kind::kSnapshot;
       task.gen = gen.load();
-      task.received_ms = NowMs();
       task.staging = std::move(st->second);
       task.end = *e;
       staging.erase(st);
@@ -895,14 +883,13 @@ struct StreamClient::Impl {
   int active = 0;
   bool stopping = false;
 
-  mutable std::mutex smu;  // guards the session pointers, connected, last_heard_ms, last_lag_ms
+  mutable std::mutex smu;  // guards the session pointers, connected, last_heard_ms
   std::condition_variable stop_cv;
   asio::io_context* session_ioc = nullptr;
   websocket::stream<beast::tcp_stream>* ws = nullptr;  // deref on the io thread only
   asio::steady_timer* ack_timer = nullptr;
   std::string connected;
   int64_t last_heard_ms = 0;
-  int64_t last_lag_ms = 0;
 
   // io thread (connection thread) only.
   beast::flat_buffer in;
