@@ -1,11 +1,18 @@
 #include "tenancy/handle_cache.h"
 
+#include <algorithm>
+#include <chrono>
+#include <string>
+
+#include "metrics/log.h"
+
 namespace tenancy {
 
 HandleCache::HandleCache(size_t max_open, int64_t idle_ms, std::function<int64_t()> now_ms,
                          std::function<void(Database&)> close_fds,
                          std::function<int(Database&)> count_fds)
     : max_open_(max_open == 0 ? 1 : max_open),
+      max_pinned_(std::max<size_t>(1, max_open_ / kFdsPerPinnedDb)),
       idle_ms_(idle_ms),
       now_ms_(std::move(now_ms)),
       close_fds_(std::move(close_fds)),
@@ -42,6 +49,7 @@ bool HandleCache::EvictLocked(CacheEntry& e) {
 
 void HandleCache::RecountLocked(CacheEntry& e, uint32_t extra) {
   uint32_t now_fds = static_cast<uint32_t>(count_fds_(*e.db)) + extra;
+  if (e.pins > 0) now_fds = std::max(now_fds, kFdsPerPinnedDb);
   fds_.fetch_add(now_fds, std::memory_order_relaxed);
   fds_.fetch_sub(e.fds, std::memory_order_relaxed);
   e.fds = now_fds;
@@ -58,15 +66,37 @@ void HandleCache::EnforceLocked() {
   }
 }
 
+void HandleCache::AdmitLocked(CacheEntry& e, std::unique_lock<std::mutex>& lock) {
+  auto room = [this] { return pinned_dbs_.load(std::memory_order_relaxed) < max_pinned_; };
+  if (!room()) {
+    waits_.fetch_add(1, std::memory_order_relaxed);
+    ++waiting_;
+    bool admitted = room_.wait_for(lock, std::chrono::milliseconds(kAdmitWaitMs), room);
+    --waiting_;
+    if (!admitted) {
+      overruns_.fetch_add(1, std::memory_order_relaxed);
+      LOG_ERROR("no room in the handle budget for " + std::to_string(kAdmitWaitMs) +
+                    " ms; exceeding handles.max-open for one database",
+                {{"max_open", std::to_string(max_open_)},
+                 {"pinned", std::to_string(pinned_dbs_.load())}});
+    }
+  }
+  pinned_dbs_.fetch_add(1, std::memory_order_relaxed);
+  if (!e.listed) PushFront(e);
+}
+
 void HandleCache::Pin(CacheEntry& e) {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
+  if (e.pins == 0) AdmitLocked(e, lock);
   ++e.pins;
   e.last_used_ms = now_ms_();
-  if (!e.listed) {
-    PushFront(e);
-    // One more open database: make room now, not when the operation ends.
+  if (e.pins == 1) {
+    // Its reservation counted now, room made now: not when the operation opens
+    // an fd, nor when it ends.
+    RecountLocked(e, 0);
     EnforceLocked();
-  } else if (head_.next != &e) {  // move to front
+  }
+  if (head_.next != &e) {  // move to front
     e.prev->next = e.next;
     e.next->prev = e.prev;
     e.next = head_.next;
@@ -84,14 +114,21 @@ void HandleCache::Reserve(CacheEntry& e) {
 }
 
 void HandleCache::Unpin(CacheEntry& e) {
-  std::lock_guard lock(mu_);
-  --e.pins;
-  e.last_used_ms = now_ms_();
-  // Fds opened without a Reserve (or counted twice by racing ones) are settled
-  // here: recount, then close least recently used databases nobody is using
-  // until within budget.
-  RecountLocked(e, 0);
-  EnforceLocked();
+  bool wake = false;
+  {
+    std::lock_guard lock(mu_);
+    --e.pins;
+    e.last_used_ms = now_ms_();
+    if (e.pins > 0) return;
+    pinned_dbs_.fetch_sub(1, std::memory_order_relaxed);
+    // From its reservation to what it really holds; then, should it hold more
+    // than was counted, close least recently used databases nobody is using.
+    RecountLocked(e, 0);
+    EnforceLocked();
+    wake = waiting_ > 0;
+  }
+  // All of them: one may have been overtaken by a pin that found the room free.
+  if (wake) room_.notify_all();
 }
 
 void HandleCache::Forget(CacheEntry& e) {

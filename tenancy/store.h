@@ -234,6 +234,14 @@ class Store {
   bool IsOpen(Database& db);
   // Closes databases idle past handles.idle-timeout (housekeeping). Returns how many.
   size_t SweepIdle() { return cache_->Sweep(); }
+  // Admission to the handle budget (handle_cache.h): databases pinned now, the
+  // most at once, backing fds counted, pins that waited for room, waits that
+  // gave up (the budget exceeded; should stay 0).
+  size_t pinned_databases() const { return cache_->pinned(); }
+  size_t max_pinned() const { return cache_->max_pinned(); }
+  size_t handle_fds() const { return cache_->fds(); }
+  uint64_t admission_waits() const { return cache_->admission_waits(); }
+  uint64_t admission_overruns() const { return cache_->overruns(); }
   // Times an open() of a backing file failed with EMFILE/ENFILE.
   uint64_t fd_exhaustions() const { return fd_exhaustions_.load(); }
 
