@@ -197,7 +197,9 @@ class Capture::State {
 
 Capture::Capture(const Shared& shared, Owner& owner) : shared_(shared), owner_(owner) {}
 
-Capture::~Capture() = default;
+Capture::~Capture() {
+  if (OldestTrimmable() != INT64_MAX && shared_.on_trimmable) shared_.on_trimmable(owner_, false);
+}
 
 std::string Capture::LogDir() const {
   return shared_.log_root + "/" + owner_.tenant_name() + "/" + owner_.name();
@@ -220,7 +222,11 @@ void Capture::NoteLog(const ChangeLog& log) {
   int64_t bytes = static_cast<int64_t>(log.bytes());
   if (shared_.stats) shared_.stats->log_bytes.fetch_add(bytes - log_bytes_counted_);
   log_bytes_counted_ = bytes;
-  oldest_trimmable_ms_.store(log.OldestSegmentTime(), std::memory_order_relaxed);
+  int64_t oldest = log.OldestSegmentTime();
+  int64_t before = oldest_trimmable_ms_.exchange(oldest, std::memory_order_relaxed);
+  if ((before == INT64_MAX) != (oldest == INT64_MAX) && shared_.on_trimmable) {
+    shared_.on_trimmable(owner_, oldest != INT64_MAX);
+  }
   log_fd_open_.store(log.fd_open(), std::memory_order_relaxed);
 }
 

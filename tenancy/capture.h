@@ -64,6 +64,7 @@ struct CaptureStats {
 
 class Capture {
  public:
+  class Owner;
   // Store-wide settings and sinks every database's Capture shares (one per Store;
   // it outlives every Capture).
   struct Shared {
@@ -76,6 +77,11 @@ class Capture {
     metrics::Metrics* metrics = nullptr;  // commit durations; may be null
     // Called on the queue after every new position (commit, apply, repair, delete).
     std::function<void(const std::string& tenant, const std::string& db)> on_position;
+    // Called when OldestTrimmable() becomes finite (true) or INT64_MAX again
+    // (false), also from the destructor, so the store's retention pass can visit
+    // only databases with something to trim. Must be quick and take no lock but
+    // its own leaf.
+    std::function<void(Owner& owner, bool trimmable)> on_trimmable;
   };
 
   // The database a Capture belongs to: its names and its backing files. Capture

@@ -194,6 +194,15 @@ Store::Store(const Options& options)
   capture_shared_.now_ms = options.now_ms;
   capture_shared_.stats = &stats_;
   capture_shared_.metrics = options.metrics;
+  capture_shared_.on_trimmable = [this](Capture::Owner& owner, bool trimmable) {
+    auto* db = static_cast<Database*>(&owner);
+    std::lock_guard lock(trimmable_mu_);
+    if (trimmable) {
+      trimmable_.insert(db);
+    } else {
+      trimmable_.erase(db);
+    }
+  };
   capture_shared_.on_position = [this](const std::string& tenant, const std::string& db) {
     if (listener_) listener_(tenant, db);
   };
@@ -234,6 +243,17 @@ std::vector<std::shared_ptr<Database>> Store::KnownDatabases() {
   for (auto& [name, tenant] : tenants_) {
     std::lock_guard tlock(tenant->mu_);
     for (auto& [dname, db] : tenant->dbs_) dbs.push_back(db);
+  }
+  return dbs;
+}
+
+std::vector<std::shared_ptr<Database>> Store::TrimmableDatabases() {
+  std::vector<std::shared_ptr<Database>> dbs;
+  std::lock_guard lock(trimmable_mu_);
+  dbs.reserve(trimmable_.size());
+  for (Database* db : trimmable_) {
+    // Null while its destructor runs (it leaves the index from there).
+    if (auto p = db->weak_from_this().lock()) dbs.push_back(std::move(p));
   }
   return dbs;
 }
@@ -483,7 +503,7 @@ void Store::Unlink(const std::shared_ptr<Tenant>& tenant, std::string_view name,
 }
 
 uint64_t Store::EnforceRetention(int64_t retention_ms, uint64_t max_bytes) {
-  std::vector<std::shared_ptr<Database>> dbs = KnownDatabases();
+  std::vector<std::shared_ptr<Database>> dbs = TrimmableDatabases();
   // Runs fn on db's queue and waits for it.
   auto on_queue = [this](const std::shared_ptr<Database>& db, std::function<void()> fn) {
     std::mutex mu;

@@ -23,6 +23,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "metrics/metrics.h"
@@ -220,11 +221,17 @@ class Store {
   // The store-wide retention pass: for every database whose log was loaded since
   // start, drops log segments older than retention_ms, then, while the logs hold
   // more than max_bytes (0 = no bound), the oldest segment node-wide. The newest
-  // record of a database is never dropped. Databases with nothing to trim are
-  // skipped without being opened (an in-memory check each). Blocks the caller
-  // until done; run it from a housekeeping thread, never from a queue task.
+  // record of a database is never dropped. It visits only the databases whose
+  // logs hold more than one segment (an index kept as logs change), so its cost
+  // follows the databases written, not those known. Blocks the caller until
+  // done; run it from a housekeeping thread, never from a queue task.
   // Returns bytes freed.
   uint64_t EnforceRetention(int64_t retention_ms, uint64_t max_bytes);
+  // Databases the retention pass would visit now (their logs hold old segments).
+  size_t trimmable_databases() {
+    std::lock_guard lock(trimmable_mu_);
+    return trimmable_.size();
+  }
   // Change-set bytes held by the logs of databases touched since start.
   int64_t retention_bytes() const { return stats_.log_bytes.load(); }
 
@@ -275,6 +282,8 @@ class Store {
   void Submit(Database& db, bool inline_ok, std::function<void()> op);
   // Every database in the registry.
   std::vector<std::shared_ptr<Database>> KnownDatabases();
+  // The databases whose logs hold a segment they could trim (still alive).
+  std::vector<std::shared_ptr<Database>> TrimmableDatabases();
 
   const Options options_;
   const std::string data_dir_;
@@ -288,6 +297,10 @@ class Store {
   Capture::Shared capture_shared_;  // set before the first database is made
   mutable std::mutex mu_;  // first in lock order
   std::unordered_map<std::string, std::shared_ptr<Tenant>> tenants_;  // guarded by mu_
+  // Databases with OldestTrimmable() finite (Capture::Shared::on_trimmable): the
+  // retention pass visits these, not every database known. Leaf lock.
+  std::mutex trimmable_mu_;
+  std::unordered_set<Database*> trimmable_;  // guarded by trimmable_mu_
   std::atomic<uint64_t> fd_exhaustions_{0};
   std::atomic<int64_t> queued_{0};
   ChangeListener listener_;  // set before serving, then read-only

@@ -158,7 +158,8 @@ class CaptureTest : public ::testing::Test {
   // One rollback-journal transaction: journal header, page writes, commit by `how`.
   void RollbackTx(const std::shared_ptr<File>& db, const std::vector<std::pair<uint32_t, std::string>>& pages,
                   const std::string& how = "delete") {
-    auto j = Create("app.db-journal");
+    const std::string journal = db->db().name() + "-journal";
+    auto j = Create(journal);
     std::string hdr(28, '\0');
     Write(j, 0, hdr);  // SQLite writes the header with a zero magic first,
     Fsync(j);
@@ -166,7 +167,7 @@ class CaptureTest : public ::testing::Test {
     for (auto& [pgno, data] : pages) Write(db, static_cast<off_t>(pgno - 1) * kPs, data);
     Fsync(db);
     if (how == "delete") {
-      Unlink("app.db-journal");
+      Unlink(journal);
     } else if (how == "truncate") {
       Truncate(j, 0);
     } else {
@@ -630,6 +631,51 @@ TEST_F(CaptureTest, RetentionPassTrimsOldSegmentsAndBoundsBytes) {
   ASSERT_TRUE(log.ok());
   EXPECT_EQ(log.value()->first_txid(), 10u);
   EXPECT_EQ(log.value()->tail().txid, 10u);
+}
+
+// The retention pass visits only databases whose logs hold a segment to trim (an
+// index kept as logs change), not every database known: its cost follows the
+// databases written, not those touched.
+TEST_F(CaptureTest, RetentionPassVisitsOnlyDatabasesWithSomethingToTrim) {
+  ReleaseAll();
+  store_.reset();
+  Store::Options o;
+  o.data_dir = dir_;
+  o.executor = executor_.get();
+  o.now_ms = [this] { return now_; };
+  o.log_options.segment_bytes = 1;  // every record its own segment
+  store_ = std::move(Store::Open(o).value());
+  tenant_ = store_->LookupTenant("acme").value();
+  EXPECT_EQ(store_->trimmable_databases(), 0u);
+  // 40 databases with one transaction: one segment each, nothing to trim.
+  for (int d = 0; d < 40; ++d) {
+    auto db = Create("one" + std::to_string(d) + ".db");
+    RollbackTx(db, {{1, HeaderPage(1, 1)}});
+  }
+  EXPECT_EQ(store_->trimmable_databases(), 0u);
+  // 3 databases with 4 transactions: old segments to trim.
+  for (int d = 0; d < 3; ++d) {
+    auto db = Create("many" + std::to_string(d) + ".db");
+    for (uint32_t i = 1; i <= 4; ++i) {
+      RollbackTx(db, {{1, HeaderPage(2, i)}, {2, std::string(kPs, static_cast<char>('a' + i))}});
+      now_ += 1000;
+    }
+  }
+  EXPECT_EQ(store_->trimmable_databases(), 3u);
+  // Unloading keeps them indexed (their logs still hold old segments).
+  ReleaseAll();
+  IdleAll();
+  EXPECT_EQ(store_->trimmable_databases(), 3u);
+  // Deleting one drops its log, and it leaves the index.
+  Status st;
+  store_->Unlink(tenant_, "many2.db", [&](Status s) { st = s; });
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(store_->trimmable_databases(), 2u);
+  // Trimmed to their newest records: nothing left to visit.
+  EXPECT_GT(store_->EnforceRetention(INT64_MAX / 4, 1), 0u);
+  EXPECT_EQ(store_->trimmable_databases(), 0u);
+  EXPECT_EQ(Pos("many0.db").txid, 4u);
+  EXPECT_EQ(Pos("one0.db").txid, 1u);
 }
 
 }  // namespace
