@@ -100,12 +100,34 @@ int PrepareMountDir(const std::string& dir) {
   return 0;
 }
 
-void RaiseFdLimit() {
+// Raises the soft fd limit to the hard one and returns the soft limit now (0 if
+// unknown).
+rlim_t RaiseFdLimit() {
   struct rlimit rl;
-  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    ::setrlimit(RLIMIT_NOFILE, &rl);
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rlim_t want = rl.rlim_max;
+    rl.rlim_cur = want;
+    if (::setrlimit(RLIMIT_NOFILE, &rl) != 0 || ::getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
   }
+  return rl.rlim_cur == RLIM_INFINITY ? 0 : rl.rlim_cur;
+}
+
+// handles.max-open as the fd limit allows: the budget plus the daemon's own fds
+// (FUSE, HTTP connections, replication streams, logs: up to 64, or a quarter of a
+// small limit) must fit under RLIMIT_NOFILE, else opens would fail with EMFILE
+// however well the budget is kept.
+size_t FdBudget(size_t max_open, rlim_t limit) {
+  if (limit == 0) return max_open;
+  rlim_t own = std::min<rlim_t>(64, limit / 4);
+  size_t room = static_cast<size_t>(limit - own);
+  if (max_open <= room) return max_open;
+  LOG_WARN("handles.max-open is more than the fd limit allows; lowering it",
+           {{"max_open", std::to_string(max_open)},
+            {"rlimit_nofile", std::to_string(limit)},
+            {"kept_for_the_daemon", std::to_string(own)},
+            {"using", std::to_string(room)}});
+  return room;
 }
 
 }  // namespace
@@ -122,7 +144,7 @@ int RunMount(const Config& config) {
   sigaddset(&sigs, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
-  RaiseFdLimit();
+  const rlim_t fd_limit = RaiseFdLimit();
 
   std::string err;
   if (!MakeDirs(config.data_dir, &err)) return Fail(2, "data.dir: " + err);
@@ -154,7 +176,7 @@ int RunMount(const Config& config) {
   // Tests and operators checking a suspicion: recompute full checksums after commits.
   const char* verify = std::getenv("TENANTFS_VERIFY_CHECKSUMS");
   sopts.verify_each_commit = verify != nullptr && std::string(verify) == "1";
-  sopts.max_open = static_cast<size_t>(config.max_open);
+  sopts.max_open = FdBudget(static_cast<size_t>(config.max_open), fd_limit);
   sopts.metrics = &node_metrics;
   sopts.idle_timeout_ms = config.idle_timeout.count();
   auto store = tenancy::Store::Open(sopts);

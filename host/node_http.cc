@@ -65,6 +65,7 @@ void NodeHttp::Start(tenancy::Store* store, replication::StreamHub* hub,
       m.databases().Set(static_cast<double>(databases));
       m.databases_open().Set(static_cast<double>(store->databases_open()));
       m.SetEvictionsTotal(store->evictions());
+      m.SetFdExhaustionsTotal(store->fd_exhaustions());
       m.write_queue_depth().Set(static_cast<double>(store->queue_depth()));
       m.retention_bytes().Set(static_cast<double>(store->retention_bytes()));
       m.is_primary().Set(primary ? 1 : 0);

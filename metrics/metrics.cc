@@ -126,6 +126,12 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                           .Help("Backing databases closed because idle or by the LRU.")
                           .Register(r)
                           .Add({});
+  fd_exhaustions_total_ = &prometheus::BuildCounter()
+                              .Name("tenantfs_fd_exhaustions_total")
+                              .Help("Opens of a backing file that failed with EMFILE or ENFILE "
+                                    "(the least recently used database was closed to retry).")
+                              .Register(r)
+                              .Add({});
   commits_total_ = &prometheus::BuildCounter()
                         .Name("tenantfs_commits_total")
                         .Help("Committed write transactions.")
@@ -174,6 +180,9 @@ void Metrics::AddStreamBytes(StreamDirection direction, uint64_t bytes) {
 
 void Metrics::SetEvictionsTotal(uint64_t total) { AdvanceCounter(*evictions_total_, total); }
 void Metrics::SetCommitsTotal(uint64_t total) { AdvanceCounter(*commits_total_, total); }
+void Metrics::SetFdExhaustionsTotal(uint64_t total) {
+  AdvanceCounter(*fd_exhaustions_total_, total);
+}
 
 void Metrics::SetCollector(std::function<void(Metrics&)> collector) {
   std::lock_guard lock(scrape_mu_);

@@ -106,6 +106,7 @@ class Metrics {
   // advances the exported counter to the core's total (never backwards).
   void SetEvictionsTotal(uint64_t total);
   void SetCommitsTotal(uint64_t total);
+  void SetFdExhaustionsTotal(uint64_t total);
 
   // Runs right before every serialization, on the scraping thread, with the
   // scrape mutex held: it must not call Serialize() or SetCollector().
@@ -143,6 +144,7 @@ class Metrics {
   prometheus::Gauge* replication_lag_seconds_ = nullptr;
   prometheus::Gauge* replication_databases_behind_ = nullptr;
   prometheus::Counter* evictions_total_ = nullptr;
+  prometheus::Counter* fd_exhaustions_total_ = nullptr;
   prometheus::Counter* commits_total_ = nullptr;
   prometheus::Counter* stream_bytes_[2] = {};
 

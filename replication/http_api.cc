@@ -224,6 +224,9 @@ std::string InfoJson(const NodeContext& ctx) {
   out += ", \"tenants\": " + std::to_string(c.tenants);
   out += ", \"databases\": " + std::to_string(c.databases);
   out += ", \"databases_open\": " + std::to_string(open);
+  out += ", \"max_open\": " + std::to_string(ctx.store->max_open());
+  out += ", \"backing_fds\": " + std::to_string(ctx.store->handle_fds());
+  out += ", \"fd_exhaustions\": " + std::to_string(ctx.store->fd_exhaustions());
   if (ctx.hub != nullptr) {
     out += ", \"replicas\": [";
     bool first = true;

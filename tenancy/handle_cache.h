@@ -89,6 +89,9 @@ class HandleCache {
   size_t Sweep();
   // After EMFILE/ENFILE: close the least recently used unpinned database, if any.
   bool EvictOne();
+  // Counts an open that failed with EMFILE/ENFILE.
+  void NoteExhaustion() { exhaustions_.fetch_add(1, std::memory_order_relaxed); }
+  uint64_t exhaustions() const { return exhaustions_.load(std::memory_order_relaxed); }
 
   size_t open() const { return open_.load(std::memory_order_relaxed); }
   bool IsListed(CacheEntry& e) {
@@ -132,6 +135,7 @@ class HandleCache {
   size_t waiting_ = 0;                 // guarded by mu_: pins waiting for room
   std::atomic<uint64_t> waits_{0};
   std::atomic<uint64_t> overruns_{0};
+  std::atomic<uint64_t> exhaustions_{0};
   std::atomic<size_t> open_{0};
   std::atomic<size_t> fds_{0};  // sum of listed entries' fds
   std::atomic<uint64_t> evictions_{0};

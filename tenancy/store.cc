@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
+#include <cstring>
 #include <future>
 
 #include "metrics/log.h"
@@ -144,6 +145,22 @@ int Database::OpenFds() {
   return n;
 }
 
+bool Database::MadeRoomAfter(int err, const std::string& path) {
+  if (err != EMFILE && err != ENFILE) return false;
+  // Out of fds (the process limit, or the system's): say so, make room.
+  cache_->NoteExhaustion();
+  LOG_WARN("out of file descriptors; closing the least recently used database",
+           {{"file", path}, {"error", std::strerror(err)},
+            {"open_databases", std::to_string(cache_->open())}});
+  return cache_->EvictOne();
+}
+
+Result<int> Database::OpenFd(File& file) {
+  auto fd = file.Fd();
+  if (fd.ok() || !MadeRoomAfter(fd.status().os_errno(), file.path())) return fd;
+  return file.Fd();  // once more
+}
+
 Result<int> Database::FdOf(FileKind kind) {
   std::shared_ptr<File> f;
   {
@@ -157,21 +174,12 @@ Result<int> Database::FdOf(FileKind kind) {
     }
     f = files_[k];
   }
-  return f->Fd();
+  return OpenFd(*f);
 }
 
 bool Store::IsOpen(Database& db) { return cache_->IsListed(db.cache_entry()); }
 
-Result<int> Store::OpenFd(File& file) {
-  auto fd = file.Fd();
-  if (fd.ok() || (fd.status().os_errno() != EMFILE && fd.status().os_errno() != ENFILE)) return fd;
-  // Out of fds: say so, make room, try once more.
-  fd_exhaustions_.fetch_add(1);
-  LOG_WARN("out of file descriptors; closing the least recently used database",
-           {{"file", file.path()}, {"open_databases", std::to_string(cache_->open())}});
-  if (!cache_->EvictOne()) return fd;
-  return file.Fd();
-}
+Result<int> Store::OpenFd(File& file) { return file.db().OpenFd(file); }
 
 std::string Database::BackingPath(FileKind kind) const {
   return tenant_->dir() + "/" + MakeFileName(name_, kind);
@@ -427,6 +435,7 @@ void Store::CreateFile(const std::shared_ptr<Tenant>& tenant, std::string_view n
     int flags = O_RDWR | O_CREAT | O_CLOEXEC | (exclusive ? O_EXCL : 0);
     d->ReserveFd();
     int fd = ::open(path.c_str(), flags, mode & 07777);
+    if (fd < 0 && d->MadeRoomAfter(errno, path)) fd = ::open(path.c_str(), flags, mode & 07777);
     if (fd < 0) return done(Status::FromErrno(errno, "create " + path));
     std::shared_ptr<File> file;
     {

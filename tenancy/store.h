@@ -133,6 +133,14 @@ class Database final : public std::enable_shared_from_this<Database>, public Cap
   // the kernel has not looked it up yet (so identities stay one per file).
   // REQUIRES: the database pinned. NotFound when the file does not exist.
   Result<int> FdOf(FileKind kind) override;
+  // file.Fd() (a file of this database); on EMFILE/ENFILE, counted and logged,
+  // closes the least recently used unpinned database and tries once more.
+  // REQUIRES: the database pinned; no Database or File lock held.
+  Result<int> OpenFd(File& file);
+  // After an open failed with err: on EMFILE/ENFILE counts and logs it and closes
+  // the least recently used unpinned database; true when one was closed (retry).
+  // REQUIRES: as OpenFd.
+  bool MadeRoomAfter(int err, const std::string& path);
   // One more backing fd is about to be opened: the handle cache makes room.
   // REQUIRES: the database pinned; no Database or File lock held.
   void ReserveFd() override;
@@ -250,7 +258,9 @@ class Store {
   uint64_t admission_waits() const { return cache_->admission_waits(); }
   uint64_t admission_overruns() const { return cache_->overruns(); }
   // Times an open() of a backing file failed with EMFILE/ENFILE.
-  uint64_t fd_exhaustions() const { return fd_exhaustions_.load(); }
+  uint64_t fd_exhaustions() const { return cache_->exhaustions(); }
+  // The fd budget (handles.max-open).
+  size_t max_open() const { return cache_->max_open(); }
 
   // ---- Replication ----
   // Called on a database's queue whenever its position changes (commit, apply,
@@ -301,7 +311,6 @@ class Store {
   // retention pass visits these, not every database known. Leaf lock.
   std::mutex trimmable_mu_;
   std::unordered_set<Database*> trimmable_;  // guarded by trimmable_mu_
-  std::atomic<uint64_t> fd_exhaustions_{0};
   std::atomic<int64_t> queued_{0};
   ChangeListener listener_;  // set before serving, then read-only
 };

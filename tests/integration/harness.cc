@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -433,6 +434,10 @@ Child Spawn(const std::vector<std::string>& argv, const SpawnOptions& options) {
     dup2(out_fd, 1);
     dup2(err_fd, 2);
     close_range(3, ~0U, 0);
+    if (options.fd_limit != 0) {
+      struct rlimit rl{options.fd_limit, options.fd_limit};
+      if (setrlimit(RLIMIT_NOFILE, &rl) != 0) _exit(126);
+    }
     execve(args[0], args.data(), envp.data());
     dprintf(2, "exec %s failed: %s\n", args[0], strerror(errno));
     _exit(127);
@@ -614,7 +619,9 @@ bool Daemon::Start(const DaemonOptions& options, std::string* why) {
     return AnswersStatfs(mount_dir_, 2s);
   };
   RegisterMount(mount_dir_);
-  child_.emplace(Spawn(argv));
+  SpawnOptions spawn;
+  spawn.fd_limit = options.fd_limit;
+  child_.emplace(Spawn(argv, spawn));
   if (child_->pid() <= 0) {
     *why = "could not spawn tenantfs";
     return false;

@@ -69,6 +69,7 @@ struct Result {
 struct SpawnOptions {
   std::string stdin_path;                  // default /dev/null
   std::map<std::string, std::string> env;  // added to the inherited environment
+  unsigned long fd_limit = 0;              // RLIMIT_NOFILE (soft and hard) of the child; 0: inherited
 };
 
 // A running child with stdout/stderr captured to files in the scratch dir.
@@ -160,6 +161,7 @@ struct DaemonOptions {
   std::string config_path;  // --config, when not empty
   std::vector<std::string> extra_args;
   bool expect_ready = true;  // Start() asserts readiness
+  unsigned long fd_limit = 0;  // the daemon's RLIMIT_NOFILE (soft and hard); 0: inherited
 };
 
 // One `tenantfs mount --mount-dir M --data-dir D --http-addr 127.0.0.1:PORT` process.

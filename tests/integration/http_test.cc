@@ -430,8 +430,11 @@ TEST_F(HttpTest, ListingShowsPositionsAndOpenDatabases) {
       << pos << " size " << size << Describe(dbs);
   HttpReply info = Http(port(), "GET", "/v1/info", kToken);
   ASSERT_EQ(info.status, 200) << Describe(info);
-  EXPECT_NE(info.body.find("\"tenants\": 1, \"databases\": 1, \"databases_open\": 1, \"replicas\": []}"),
+  EXPECT_NE(info.body.find("\"tenants\": 1, \"databases\": 1, \"databases_open\": 1, "
+                           "\"max_open\": 256, \"backing_fds\": "),
             std::string::npos)
+      << Describe(info);
+  EXPECT_NE(info.body.find("\"fd_exhaustions\": 0, \"replicas\": []}"), std::string::npos)
       << Describe(info);
   HttpReply m = Http(port(), "GET", "/metrics");
   EXPECT_NE(m.body.find("\ntenantfs_databases_open 1\n"), std::string::npos);

@@ -10,6 +10,7 @@
 // else DELETE, and holds a known row naming itself).
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <sys/resource.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -201,6 +202,9 @@ class ManyDbs : public it::MountTest {
 
   virtual int Tenants() const = 0;
   virtual int Dbs() const = 0;
+  virtual int MaxOpen() const { return kMaxOpen; }
+  // RLIMIT_NOFILE (soft and hard) the daemon starts with; 0: inherited.
+  virtual unsigned long DaemonFdLimit() const { return 0; }
 
   void SetUp() override {
     if (geteuid() != 0) GTEST_SKIP() << "integration tests mount FUSE and need root";
@@ -219,9 +223,10 @@ class ManyDbs : public it::MountTest {
 
   it::DaemonOptions Options() override {
     std::string path = scratch_->WorkPath("tenantfs.yaml");
-    it::WriteFile(path, "handles:\n  max-open: " + std::to_string(kMaxOpen) + "\n");
+    it::WriteFile(path, "handles:\n  max-open: " + std::to_string(MaxOpen()) + "\n");
     it::DaemonOptions o;
     o.config_path = path;
+    o.fd_limit = DaemonFdLimit();
     return o;
   }
 
@@ -497,6 +502,52 @@ TEST_F(ManyDbsColdStart, ServesBeforeOpeningAnyDatabase) {
   EXPECT_EQ(it::SqlOk(DbPath(7, 3), "SELECT v FROM kv WHERE k = 1"),
             TenantName(7) + "/" + DbName(3));
   EXPECT_EQ(JsonInt(Get("/v1/info"), "databases_open"), 2);
+}
+
+// ---------------------------------------------------------------- d: a low fd limit
+
+// handles.max-open 256 under RLIMIT_NOFILE 64: the daemon says it lowers the budget
+// (to 64 - 64/4 = 48, keeping a quarter of a small limit for its own fds), and then
+// clients over 160 databases never make it hit the limit: no open fails with EMFILE,
+// every query is right. Without the lowering, the budget of 256 lets the backing fds
+// run into the limit (EMFILE, counted in fd_exhaustions).
+class ManyDbsLowFdLimit : public ManyDbs {
+ protected:
+  int Tenants() const override { return 4; }
+  int Dbs() const override { return 40; }
+  int MaxOpen() const override { return 256; }
+  unsigned long DaemonFdLimit() const override { return 64; }
+};
+
+TEST_F(ManyDbsLowFdLimit, BudgetIsLoweredToFitTheLimitAndNoOpenFails) {
+  EXPECT_NE(daemon_->Log().find("handles.max-open is more than the fd limit allows"),
+            std::string::npos)
+      << daemon_->Describe();
+  std::string info = Get("/v1/info");
+  EXPECT_EQ(JsonInt(info, "max_open"), 48) << info;
+  std::string m = Get("/metrics");
+  EXPECT_EQ(Metric(m, "tenantfs_max_fds"), 64);
+  EXPECT_EQ(Metric(m, "tenantfs_fd_exhaustions_total"), 0);
+  std::vector<it::Child> clients;
+  for (int c = 0; c < 8; ++c) {
+    clients.push_back(it::Spawn({kClient, "work", Mnt(), std::to_string(Tenants()),
+                                 std::to_string(Dbs()), std::to_string(c), "150", "10",
+                                 std::to_string(c % 2 == 0 ? 4 : 0), "120"}));
+  }
+  for (int c = 0; c < 8; ++c) {
+    it::Result r = clients[c].Wait(180s);
+    EXPECT_TRUE(r.Ok()) << "client " << c << r.Describe();
+    long long req = 0, w = 0, h = 0;
+    EXPECT_EQ(sscanf(it::Trim(r.out).c_str(), "requests %lld writes %lld held %lld", &req, &w, &h), 3)
+        << r.Describe();
+    EXPECT_EQ(req, 150) << "client " << c << r.Describe();
+  }
+  info = Get("/v1/info");
+  EXPECT_EQ(JsonInt(info, "fd_exhaustions"), 0) << info;
+  EXPECT_LE(JsonInt(info, "backing_fds"), 48) << info;
+  EXPECT_LE(CountFds(pid_), 64);
+  EXPECT_EQ(daemon_->Log().find("out of file descriptors"), std::string::npos)
+      << daemon_->Describe();
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include "tenancy/handle_cache.h"
 
 #include <dirent.h>
+#include <sys/resource.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -250,6 +251,39 @@ TEST_F(HandleCacheTest, ManyThreadsManyDatabasesStayWithinTheBudget) {
   EXPECT_LE(store_->handle_fds(), kMaxOpen);
   EXPECT_EQ(store_->admission_overruns(), 0u);
   EXPECT_GT(store_->evictions(), 0u);
+}
+
+// Out of fds (here the process limit, set just above what the test holds): the
+// open that fails with EMFILE is counted, the least recently used idle database is
+// closed, and the open is retried -- the operation succeeds, nothing crashes.
+TEST_F(HandleCacheTest, EmfileClosesAnIdleDatabaseAndRetries) {
+  Open(/*max_open=*/256, /*idle_ms=*/1000);  // a budget the process limit cannot hold
+  std::vector<std::shared_ptr<File>> files;
+  for (int i = 0; i < 6; ++i) files.push_back(CreateAndWrite("db" + std::to_string(i), "data " + std::to_string(i)));
+  now_ += 5000;
+  ASSERT_EQ(store_->SweepIdle(), 6u);  // all closed: every read below opens an fd
+  struct rlimit saved;
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  int probe = ::dup(0);  // the lowest free fd
+  ASSERT_GE(probe, 0);
+  ::close(probe);
+  struct rlimit low = saved;
+  low.rlim_cur = static_cast<rlim_t>(probe + 2);  // room for two more fds
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  std::vector<std::string> got;
+  for (int i = 0; i < 6; ++i) got.push_back(ReadAll(*files[i], 6));
+  // A new database too: its create hits the limit and makes room the same way.
+  std::shared_ptr<File> fresh;
+  Status created;
+  store_->CreateFile(tenant_, "fresh", 0644, false, [&](Result<std::shared_ptr<File>> f) {
+    created = f.status();
+    if (f.ok()) fresh = f.value();
+  });
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(got[i], "data " + std::to_string(i));
+  EXPECT_TRUE(created.ok()) << created.ToString();
+  EXPECT_GE(store_->fd_exhaustions(), 5u);  // the 3rd..6th read and the create
+  EXPECT_GE(store_->evictions(), 5u);
 }
 
 TEST_F(HandleCacheTest, IdleDatabasesAreClosedBySweep) {
