@@ -128,7 +128,7 @@ void Database::CloseBacking() {
   // use. Unpinned means no operation of ours runs (each pins first, under the
   // cache mutex we hold); a task queued but not yet pinned would reload at once,
   // so wait for an idle queue.
-  if (queue_->idle()) capture_.Unload();
+  if (queue_.idle()) capture_.Unload();
 }
 
 const std::string& Database::tenant_name() const { return tenant_->name(); }
@@ -336,8 +336,7 @@ Result<std::shared_ptr<Database>> Store::LookupDatabase(const std::shared_ptr<Te
     std::string path = tenant->dir() + "/" + db_name;
     if (::stat(path.c_str(), &st) != 0) return Status::FromErrno(errno, "stat " + path);
   }
-  auto db = std::make_shared<Database>(tenant, db_name, SerialQueue::Create(executor_),
-                                       capture_shared_, cache_.get());
+  auto db = std::make_shared<Database>(tenant, db_name, executor_, capture_shared_, cache_.get());
   tenant->dbs_.emplace(db->name(), db);
   return db;
 }
@@ -372,14 +371,15 @@ Result<std::vector<std::string>> Store::ListFiles(const Tenant& tenant) const {
   return out;
 }
 
-void Store::Submit(Database& db, bool inline_ok, std::function<void()> op) {
+void Store::Submit(const std::shared_ptr<Database>& db, bool inline_ok,
+                   std::function<void()> op) {
   queued_.fetch_add(1, std::memory_order_relaxed);
-  db.queue().Submit(
+  db->queue().Submit(
       [this, op = std::move(op)] {
         op();
         queued_.fetch_sub(1, std::memory_order_relaxed);
       },
-      inline_ok);
+      inline_ok, db);
 }
 
 void Store::CreateFile(const std::shared_ptr<Tenant>& tenant, std::string_view name, mode_t mode,
@@ -400,7 +400,7 @@ void Store::CreateFile(const std::shared_ptr<Tenant>& tenant, std::string_view n
   }
   std::shared_ptr<Database> d = std::move(db.value());
   FileKind kind = parsed->kind;
-  Submit(*d, true, [this, d, kind, mode, exclusive, done = std::move(done)] {
+  Submit(d, true, [this, d, kind, mode, exclusive, done = std::move(done)] {
     CacheUse use(*cache_, d->cache_entry());
     int k = static_cast<int>(kind);
     std::string path = d->BackingPath(kind);
@@ -440,7 +440,7 @@ void Store::Unlink(const std::shared_ptr<Tenant>& tenant, std::string_view name,
   if (!db.ok()) return done(db.status());
   std::shared_ptr<Database> d = std::move(db.value());
   FileKind kind = parsed->kind;
-  Submit(*d, true, [this, tenant, d, kind, done = std::move(done)] {
+  Submit(d, true, [this, tenant, d, kind, done = std::move(done)] {
     CacheUse use(*cache_, d->cache_entry());
     std::string path = d->BackingPath(kind);
     Capture& cap = d->capture();
@@ -489,7 +489,7 @@ uint64_t Store::EnforceRetention(int64_t retention_ms, uint64_t max_bytes) {
     std::mutex mu;
     std::condition_variable cv;
     bool done = false;
-    Submit(*db, true, [&] {  // inline on this (housekeeping) thread when idle
+    Submit(db, true, [&] {  // inline on this (housekeeping) thread when idle
       CacheUse use(*cache_, db->cache_entry());
       fn();
       std::lock_guard lock(mu);
@@ -563,7 +563,8 @@ Result<size_t> Store::Read(File& file, char* buf, size_t size, off_t offset) {
 }
 
 void Store::Write(std::shared_ptr<File> file, std::string data, off_t offset, DoneSize done) {
-  Database& db = file->db();
+  // A reference into *file, which the task keeps alive.
+  const std::shared_ptr<Database>& db = file->db_ptr();
   Submit(db, true, [this, file = std::move(file), data = std::move(data), offset, done = std::move(done)] {
     CacheUse use(*cache_, file->db().cache_entry());
     Capture& cap = file->db().capture();
@@ -588,7 +589,8 @@ void Store::Write(std::shared_ptr<File> file, std::string data, off_t offset, Do
 }
 
 void Store::Truncate(std::shared_ptr<File> file, off_t size, Done done) {
-  Database& db = file->db();
+  // A reference into *file, which the task keeps alive.
+  const std::shared_ptr<Database>& db = file->db_ptr();
   Submit(db, true, [this, file = std::move(file), size, done = std::move(done)] {
     CacheUse use(*cache_, file->db().cache_entry());
     Capture& cap = file->db().capture();
@@ -606,7 +608,8 @@ void Store::Truncate(std::shared_ptr<File> file, off_t size, Done done) {
 
 void Store::Fallocate(std::shared_ptr<File> file, int mode, off_t offset, off_t length,
                       Done done) {
-  Database& db = file->db();
+  // A reference into *file, which the task keeps alive.
+  const std::shared_ptr<Database>& db = file->db_ptr();
   Submit(db, true, [this, file = std::move(file), mode, offset, length, done = std::move(done)] {
     CacheUse use(*cache_, file->db().cache_entry());
     auto fd = OpenFd(*file);
@@ -624,7 +627,8 @@ void Store::Fallocate(std::shared_ptr<File> file, int mode, off_t offset, off_t 
 }
 
 void Store::Fsync(std::shared_ptr<File> file, bool datasync, Done done) {
-  Database& db = file->db();
+  // A reference into *file, which the task keeps alive.
+  const std::shared_ptr<Database>& db = file->db_ptr();
   Submit(db, true, [this, file = std::move(file), datasync, done = std::move(done)] {
     CacheUse use(*cache_, file->db().cache_entry());
     Capture& cap = file->db().capture();
@@ -645,8 +649,7 @@ Result<std::shared_ptr<Database>> Store::LookupPos(const std::shared_ptr<Tenant>
 }
 
 void Store::ReadPosition(std::shared_ptr<Database> db, DonePos done) {
-  Database& d = *db;
-  Submit(d, true, [this, db = std::move(db), done = std::move(done)] {
+  Submit(db, true, [this, db, done = std::move(done)] {
     CacheUse use(*cache_, db->cache_entry());
     {
       std::lock_guard lock(db->mu_);
@@ -720,7 +723,7 @@ Result<std::shared_ptr<Database>> Store::OpenDatabase(std::string_view tenant_na
 Status Store::RunOn(const std::shared_ptr<Database>& db,
                     const std::function<Status(Capture&)>& fn) {
   std::promise<Status> result;
-  Submit(*db, true, [this, db, &fn, &result] {
+  Submit(db, true, [this, db, &fn, &result] {
     CacheUse use(*cache_, db->cache_entry());
     {
       std::lock_guard lock(db->mu_);

@@ -31,6 +31,7 @@
 #include "tenancy/handle_cache.h"
 #include "tenancy/names.h"
 #include "tenancy/serial_queue.h"
+#include "tenancy/small_mutex.h"
 #include "tenancy/status.h"
 
 namespace tenancy {
@@ -72,10 +73,10 @@ class File {
   friend class Store;
   const std::shared_ptr<Database> db_;
   const FileKind kind_;
-  std::mutex mu_;  // leaf
+  std::atomic<bool> unlinked_{false};
+  SmallMutex mu_;            // leaf
   std::atomic<int> fd_{-1};  // written under mu_
   int users_ = 0;            // guarded by mu_
-  std::atomic<bool> unlinked_{false};
 };
 
 class Tenant {
@@ -97,16 +98,17 @@ class Tenant {
 
 // A known database. Kept while known (the registry, the kernel's nodes), so an
 // idle one is small: its capture state is dropped when the handle cache closes
-// it (Capture::Unload), its queue holds no container when empty, and paths are
-// derived from the tenant's directory instead of stored.
+// it (Capture::Unload), its queue is embedded and holds no container when
+// empty, its locks are 4-byte SmallMutexes, and paths are derived from the
+// tenant's directory instead of stored.
 class Database final : public std::enable_shared_from_this<Database>, public Capture::Owner {
  public:
-  // REQUIRES: shared and cache outlive the database.
-  Database(std::shared_ptr<Tenant> tenant, std::string name, std::shared_ptr<SerialQueue> queue,
+  // REQUIRES: executor, shared and cache outlive the database.
+  Database(std::shared_ptr<Tenant> tenant, std::string name, Executor* executor,
            const Capture::Shared& shared, HandleCache* cache)
       : tenant_(std::move(tenant)),
         name_(std::move(name)),
-        queue_(std::move(queue)),
+        queue_(executor),
         capture_(shared, *this),
         cache_(cache) {
     cache_entry_.db = this;
@@ -117,7 +119,8 @@ class Database final : public std::enable_shared_from_this<Database>, public Cap
   Tenant& tenant() const { return *tenant_; }
   const std::string& tenant_name() const override;
   const std::string& name() const override { return name_; }
-  SerialQueue& queue() const { return *queue_; }
+  // Submit with the database's shared_ptr as the queue's owner.
+  SerialQueue& queue() { return queue_; }
   std::string BackingPath(FileKind kind) const override;
   // REQUIRES: on queue() for everything but position().
   Capture& capture() { return capture_; }
@@ -140,13 +143,13 @@ class Database final : public std::enable_shared_from_this<Database>, public Cap
   friend class Store;
   const std::shared_ptr<Tenant> tenant_;
   const std::string name_;
-  const std::shared_ptr<SerialQueue> queue_;
+  SerialQueue queue_;
   Capture capture_;
   HandleCache* const cache_;
   CacheEntry cache_entry_;
-  std::mutex mu_;  // after Tenant::mu_, before File::mu_
+  SmallMutex mu_;         // after Tenant::mu_, before File::mu_
+  bool deleted_ = false;  // guarded by mu_
   std::shared_ptr<File> files_[kBackedFileKinds];  // guarded by mu_; null = not known to exist
-  bool deleted_ = false;                           // guarded by mu_
 };
 
 class Store {
@@ -263,8 +266,9 @@ class Store {
                                                    const std::string& db_name, bool create);
   // file.Fd(), making room in the cache on EMFILE/ENFILE.
   Result<int> OpenFd(File& file);
-  // Runs op on db's queue, counted in queue_depth().
-  void Submit(Database& db, bool inline_ok, std::function<void()> op);
+  // Runs op on db's queue, counted in queue_depth(). REQUIRES: db valid until
+  // Submit returns (op may hold it; never a pointer op has moved from).
+  void Submit(const std::shared_ptr<Database>& db, bool inline_ok, std::function<void()> op);
   // Every database in the registry.
   std::vector<std::shared_ptr<Database>> KnownDatabases();
 
