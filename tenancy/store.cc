@@ -233,7 +233,7 @@ std::vector<std::shared_ptr<Database>> Store::KnownDatabases() {
   std::lock_guard lock(mu_);
   for (auto& [name, tenant] : tenants_) {
     std::lock_guard tlock(tenant->mu_);
-    for (auto& [dname, db] : tenant->dbs_) dbs.push_back(db);
+    for (auto& db : tenant->dbs_) dbs.push_back(db);
   }
   return dbs;
 }
@@ -328,8 +328,8 @@ Result<std::shared_ptr<Database>> Store::LookupDatabase(const std::shared_ptr<Te
                                                         const std::string& db_name, bool create) {
   std::lock_guard lock(tenant->mu_);
   if (tenant->removed_) return Status::NotFound("tenant " + tenant->name() + " was removed");
-  auto it = tenant->dbs_.find(db_name);
-  if (it != tenant->dbs_.end()) return it->second;
+  auto it = tenant->dbs_.find(std::string_view(db_name));
+  if (it != tenant->dbs_.end()) return *it;
   if (!create) {
     // Only a database whose main file exists is known; negative lookups cost nothing.
     struct stat st;
@@ -337,7 +337,7 @@ Result<std::shared_ptr<Database>> Store::LookupDatabase(const std::shared_ptr<Te
     if (::stat(path.c_str(), &st) != 0) return Status::FromErrno(errno, "stat " + path);
   }
   auto db = std::make_shared<Database>(tenant, db_name, executor_, capture_shared_, cache_.get());
-  tenant->dbs_.emplace(db->name(), db);
+  tenant->dbs_.insert(db);
   return db;
 }
 
@@ -463,8 +463,8 @@ void Store::Unlink(const std::shared_ptr<Tenant>& tenant, std::string_view name,
       }
       {
         std::lock_guard tlock(tenant->mu_);
-        auto it = tenant->dbs_.find(d->name());
-        if (it != tenant->dbs_.end() && it->second == d) tenant->dbs_.erase(it);
+        auto it = tenant->dbs_.find(std::string_view(d->name()));
+        if (it != tenant->dbs_.end() && *it == d) tenant->dbs_.erase(it);
       }
       std::lock_guard lock(d->mu_);
       d->deleted_ = true;

@@ -23,6 +23,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "metrics/metrics.h"
@@ -89,10 +90,25 @@ class Tenant {
   friend class Store;
   const std::string name_;
   const std::string dir_;
+  // Hashes and compares databases by name, and names (string_view) with them.
+  struct ByName {
+    using is_transparent = void;
+    static std::string_view NameOf(std::string_view name) { return name; }
+    static std::string_view NameOf(const std::shared_ptr<Database>& db);
+    template <typename A>
+    size_t operator()(const A& a) const noexcept {
+      return std::hash<std::string_view>{}(NameOf(a));
+    }
+    template <typename A, typename B>
+    bool operator()(const A& a, const B& b) const noexcept {
+      return NameOf(a) == NameOf(b);
+    }
+  };
   std::mutex mu_;  // after Store::mu_, before Database::mu_
-  // Guarded by mu_. Keyed by a view of the database's own name (it lives as
-  // long as the entry), not a copy: entries are as many as databases known.
-  std::unordered_map<std::string_view, std::shared_ptr<Database>> dbs_;
+  // Guarded by mu_. A set keyed by each database's own name, looked up by
+  // string_view: entries are as many as databases known, so each is one
+  // 24-byte node (no copy of the name, no cached hash: ByName is noexcept).
+  std::unordered_set<std::shared_ptr<Database>, ByName, ByName> dbs_;
   bool removed_ = false;  // guarded by mu_
 };
 
@@ -151,6 +167,10 @@ class Database final : public std::enable_shared_from_this<Database>, public Cap
   bool deleted_ = false;  // guarded by mu_
   std::shared_ptr<File> files_[kBackedFileKinds];  // guarded by mu_; null = not known to exist
 };
+
+inline std::string_view Tenant::ByName::NameOf(const std::shared_ptr<Database>& db) {
+  return db->name();
+}
 
 class Store {
  public:
