@@ -119,9 +119,7 @@ void Database::CloseBacking() {
   // destroy this Database, whose destructor takes the cache mutex we run under.
   {
     std::lock_guard lock(mu_);
-    for (auto& f : files_) {
-      if (f) f->CloseFd();
-    }
+    files_.ForEach([](File& f) { f.CloseFd(); });
   }
   capture_.CloseFds();
   // Idle: what capture holds can be rebuilt from the log and the files on next
@@ -138,9 +136,9 @@ void Database::ReserveFd() { cache_->Reserve(cache_entry_); }
 int Database::OpenFds() {
   int n = capture_.log_fd_open() ? 1 : 0;
   std::lock_guard lock(mu_);
-  for (auto& f : files_) {
-    if (f && f->fd_if_open() >= 0) ++n;
-  }
+  files_.ForEach([&n](File& f) {
+    if (f.fd_if_open() >= 0) ++n;
+  });
   return n;
 }
 
@@ -149,13 +147,14 @@ Result<int> Database::FdOf(FileKind kind) {
   {
     std::lock_guard lock(mu_);
     int k = static_cast<int>(kind);
-    if (!files_[k]) {
+    f = files_.Get(k);
+    if (!f) {
       std::string path = BackingPath(kind);
       struct stat st;
       if (::stat(path.c_str(), &st) != 0) return Status::FromErrno(errno, "stat " + path);
-      files_[k] = std::make_shared<File>(shared_from_this(), kind);
+      f = std::make_shared<File>(shared_from_this(), kind);
+      files_.Set(k, f);
     }
-    f = files_[k];
   }
   return f->Fd();
 }
@@ -353,12 +352,13 @@ Result<std::shared_ptr<File>> Store::LookupFile(const std::shared_ptr<Tenant>& t
   int k = static_cast<int>(parsed->kind);
   std::lock_guard lock(d.mu_);
   if (d.deleted_) return Status::NotFound("no file " + std::string(name));
-  if (d.files_[k]) return d.files_[k];
+  if (const auto& f = d.files_.Get(k)) return f;
   std::string path = d.BackingPath(parsed->kind);
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) return Status::FromErrno(errno, "stat " + path);
-  d.files_[k] = std::make_shared<File>(db.value(), parsed->kind);
-  return d.files_[k];
+  auto f = std::make_shared<File>(db.value(), parsed->kind);
+  d.files_.Set(k, f);
+  return f;
 }
 
 Result<std::vector<std::string>> Store::ListFiles(const Tenant& tenant) const {
@@ -412,10 +412,10 @@ void Store::CreateFile(const std::shared_ptr<Tenant>& tenant, std::string_view n
     {
       std::lock_guard lock(d->mu_);
       d->deleted_ = false;
-      file = d->files_[k];
+      file = d->files_.Get(k);
       if (!file) {
         file = std::make_shared<File>(d, kind);
-        d->files_[k] = file;
+        d->files_.Set(k, file);
       }
     }
     {
@@ -468,11 +468,11 @@ void Store::Unlink(const std::shared_ptr<Tenant>& tenant, std::string_view name,
       }
       std::lock_guard lock(d->mu_);
       d->deleted_ = true;
-      for (int k = 0; k < kBackedFileKinds; ++k) gone[k] = std::move(d->files_[k]);
+      for (int k = 0; k < kBackedFileKinds; ++k) gone[k] = d->files_.Take(k);
     } else {
       std::lock_guard lock(d->mu_);
       int k = static_cast<int>(kind);
-      gone[k] = std::move(d->files_[k]);
+      gone[k] = d->files_.Take(k);
     }
     for (auto& f : gone) {
       if (f) f->unlinked_.store(true, std::memory_order_release);
