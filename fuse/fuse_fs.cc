@@ -50,53 +50,80 @@ bool IsApplierThread(pid_t tid) {
   return false;
 }
 
+// Distinct table keys for a database's -pos node (never a File's or Tenant's address).
+const void* PosKey(const tenancy::Database* db) { return reinterpret_cast<const char*>(db) + 1; }
+
 // One kernel inode. ino == the Node's address (root: FUSE_ROOT_ID). A node lives
-// while the kernel holds lookups on it; it pins the core object it stands for.
+// while the kernel holds lookups on it; it pins the one core object it stands
+// for. Kept small (24 bytes, stored in its table entry): every known database
+// has a node for its main file. A file node needs no tenant of its own: it is
+// file->db().tenant().
 struct Node {
-  enum class Type { kRoot, kTenant, kFile, kPos, kPrimary };
-  Type type = Type::kRoot;
-  std::shared_ptr<Tenant> tenant;  // kTenant, and the parent tenant of kFile/kPos
-  std::shared_ptr<File> file;      // kFile
-  std::shared_ptr<tenancy::Database> db;  // kPos
-  const void* key = nullptr;       // the core object this node is found by
-  uint64_t nlookup = 0;            // guarded by the node's shard mutex
+  enum class Type : uint8_t { kRoot, kTenant, kFile, kPos, kPrimary };
+  explicit Node(Type static_type) : nlookup(0), type(static_type) {}  // kRoot, kPrimary
+  explicit Node(std::shared_ptr<Tenant> t) : tenant(std::move(t)), nlookup(0), type(Type::kTenant) {}
+  explicit Node(std::shared_ptr<File> f) : file(std::move(f)), nlookup(0), type(Type::kFile) {}
+  explicit Node(std::shared_ptr<tenancy::Database> d)
+      : db(std::move(d)), nlookup(0), type(Type::kPos) {}
+  ~Node() {
+    switch (type) {
+      case Type::kTenant: tenant.~shared_ptr(); break;
+      case Type::kFile: file.~shared_ptr(); break;
+      case Type::kPos: db.~shared_ptr(); break;
+      case Type::kRoot:
+      case Type::kPrimary: break;
+    }
+  }
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  // The core object this node is found by in the NodeTable.
+  const void* key() const {
+    return type == Type::kTenant ? static_cast<const void*>(tenant.get())
+           : type == Type::kFile ? static_cast<const void*>(file.get())
+           : type == Type::kPos  ? PosKey(db.get())
+                                 : static_cast<const void*>(this);
+  }
+
+  // The member type names is the live one (none for kRoot, kPrimary).
+  union {
+    std::shared_ptr<Tenant> tenant;         // kTenant
+    std::shared_ptr<File> file;             // kFile
+    std::shared_ptr<tenancy::Database> db;  // kPos
+  };
+  uint64_t nlookup : 56;  // guarded by the node's shard mutex (2^56 lookups: never)
+  const Type type : 8;
 };
 
 // Maps core objects to their live node, so that every lookup of one file gives
 // the kernel the same inode (POSIX locks and the shared -shm mapping live on the
-// kernel inode). Sharded: no global lock on the data path.
+// kernel inode). Nodes live in the table's entries (one allocation each; the
+// entries of an unordered_map never move). Sharded: no global lock on the data path.
 class NodeTable {
  public:
-  // Finds or makes the node for key and counts one kernel lookup on it.
-  Node* Ref(const void* key, Node::Type type, std::shared_ptr<Tenant> tenant,
-            std::shared_ptr<File> file, std::shared_ptr<tenancy::Database> db = nullptr) {
+  // Finds or makes the node for object (a Tenant, a File, or a Database for its
+  // -pos node) and counts one kernel lookup on it.
+  template <typename T>
+  Node* Ref(std::shared_ptr<T> object) {
+    const void* key = KeyOf(object.get());
     Shard& s = ShardFor(key);
     std::lock_guard lock(s.mu);
-    auto [it, inserted] = s.nodes.try_emplace(key, nullptr);
-    if (inserted) {
-      auto* n = new Node;
-      n->type = type;
-      n->tenant = std::move(tenant);
-      n->file = std::move(file);
-      n->db = std::move(db);
-      n->key = key;
-      it->second = n;
-      if (type == Node::Type::kTenant) {
-        std::lock_guard tlock(tenants_mu_);
-        tenant_nodes_.emplace(n->tenant->name(), n);
-      }
+    auto [it, inserted] = s.nodes.try_emplace(key, std::move(object));
+    Node* n = &it->second;
+    if (inserted && n->type == Node::Type::kTenant) {
+      std::lock_guard tlock(tenants_mu_);
+      tenant_nodes_.emplace(n->tenant->name(), n);
     }
-    ++it->second->nlookup;
-    return it->second;
+    ++n->nlookup;
+    return n;
   }
 
   void Forget(Node* node, uint64_t n) {
-    Shard& s = ShardFor(node->key);
+    const void* key = node->key();
+    Shard& s = ShardFor(key);
     std::unique_lock lock(s.mu);
     node->nlookup = node->nlookup > n ? node->nlookup - n : 0;
     if (node->nlookup > 0) return;
-    auto it = s.nodes.find(node->key);
-    if (it != s.nodes.end() && it->second == node) s.nodes.erase(it);
     if (node->type == Node::Type::kTenant) {
       std::lock_guard tlock(tenants_mu_);
       auto [b, e] = tenant_nodes_.equal_range(node->tenant->name());
@@ -107,8 +134,10 @@ class NodeTable {
         }
       }
     }
+    // Destroyed after the unlock: the node may hold the last reference to a
+    // File, whose Database goes with it.
+    auto gone = s.nodes.extract(key);
     lock.unlock();
-    delete node;
   }
 
   // The addresses (inode numbers) of the live nodes of tenants called `name`:
@@ -127,19 +156,17 @@ class NodeTable {
     Shard& s = ShardFor(key);
     std::lock_guard lock(s.mu);
     auto it = s.nodes.find(key);
-    return it == s.nodes.end() ? nullptr : it->second;
-  }
-
-  ~NodeTable() {
-    for (auto& s : shards_) {
-      for (auto& [k, n] : s.nodes) delete n;
-    }
+    return it == s.nodes.end() ? nullptr : &it->second;
   }
 
  private:
+  static const void* KeyOf(const Tenant* t) { return t; }
+  static const void* KeyOf(const File* f) { return f; }
+  static const void* KeyOf(const tenancy::Database* d) { return PosKey(d); }
+
   struct Shard {
     std::mutex mu;  // leaf
-    std::unordered_map<const void*, Node*> nodes;
+    std::unordered_map<const void*, Node> nodes;
   };
   std::mutex tenants_mu_;  // after a Shard::mu
   std::unordered_multimap<std::string, Node*> tenant_nodes_;  // guarded by tenants_mu_
@@ -173,8 +200,9 @@ struct FuseServer::Impl {
   bool mounted = false;
   std::atomic<pthread_t> loop_thread{pthread_t{}};  // set by Run, read by Exit (another thread)
   NodeTable nodes;
-  Node root;
-  Node primary;  // <mount>/.primary (replica); static like root, never forgotten
+  Node root{Node::Type::kRoot};
+  // <mount>/.primary (replica); static like root, never forgotten.
+  Node primary{Node::Type::kPrimary};
   double negative_timeout = kCacheSeconds;  // 0 on a replica: names appear behind our back
   std::atomic<bool> notify_ok{false};       // mounted: invalidations may reach the kernel
 
@@ -235,7 +263,7 @@ void Guard(fuse_req_t req, Op op, Fn&& fn) {
 }
 
 Result<struct stat> StatPos(FuseServer::Impl* c, Node* n) {
-  auto st = c->store->StatTenant(*n->tenant);
+  auto st = c->store->StatTenant(n->db->tenant());
   if (!st.ok()) return st;
   st->st_mode = S_IFREG | 0444;
   st->st_nlink = 1;
@@ -266,9 +294,6 @@ Result<struct stat> StatNode(FuseServer::Impl* c, Node* n) {
   if (st.ok()) st->st_ino = c->InoOf(n);
   return st;
 }
-
-// Distinct table keys for a database's -pos node (never a File's or Tenant's address).
-const void* PosKey(const tenancy::Database* db) { return reinterpret_cast<const char*>(db) + 1; }
 
 void ReplyEntry(fuse_req_t req, FuseServer::Impl* c, Node* n, const struct stat& st,
                 double timeout = kCacheSeconds) {
@@ -362,7 +387,7 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
         }
         auto st = c->store->StatTenant(*t.value());
         if (!st.ok()) return ReplyStatus(req, st.status());
-        Node* n = c->nodes.Ref(t.value().get(), Node::Type::kTenant, t.value(), nullptr);
+        Node* n = c->nodes.Ref(t.value());
         return ReplyEntry(req, c, n, st.value());
       }
       case Node::Type::kTenant: {
@@ -372,8 +397,7 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
             if (db.status().code() == Status::Code::kNotFound) return ReplyNoEntry(req, 0);
             return ReplyStatus(req, db.status());
           }
-          Node* n = c->nodes.Ref(PosKey(db.value().get()), Node::Type::kPos, p->tenant, nullptr,
-                                 db.value());
+          Node* n = c->nodes.Ref(db.value());
           auto st = StatPos(c, n);
           if (!st.ok()) {
             c->nodes.Forget(n, 1);
@@ -390,7 +414,7 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
         }
         auto st = c->store->StatFile(*f.value());
         if (!st.ok()) return ReplyStatus(req, st.status());
-        Node* n = c->nodes.Ref(f.value().get(), Node::Type::kFile, p->tenant, f.value());
+        Node* n = c->nodes.Ref(f.value());
         return ReplyEntry(req, c, n, st.value());
       }
       case Node::Type::kFile:
@@ -498,7 +522,7 @@ void OpMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
     if (!t.ok()) return ReplyStatus(req, t.status());
     auto st = c->store->StatTenant(*t.value());
     if (!st.ok()) return ReplyStatus(req, st.status());
-    Node* n = c->nodes.Ref(t.value().get(), Node::Type::kTenant, t.value(), nullptr);
+    Node* n = c->nodes.Ref(t.value());
     ReplyEntry(req, c, n, st.value());
   });
 }
@@ -564,8 +588,7 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     auto parsed = tenancy::ParseFileName(name);
     bool may_write = !c->options.read_only || (parsed && parsed->kind == tenancy::FileKind::kShm);
     c->store->CreateFile(tenant, name, mode, exclusive,
-                         [req, c, tenant, info,
-                          may_write](Result<std::shared_ptr<File>> f) mutable {
+                         [req, c, info, may_write](Result<std::shared_ptr<File>> f) mutable {
       GuardUntimed(req, Op::kCreate, [&] {
         if (!f.ok()) return ReplyStatus(req, f.status());
         std::shared_ptr<File> file = std::move(f.value());
@@ -576,7 +599,7 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
           file->Release();
           return ReplyStatus(req, st.status());
         }
-        Node* n = c->nodes.Ref(file.get(), Node::Type::kFile, tenant, file);
+        Node* n = c->nodes.Ref(file);
         fuse_entry_param e;
         std::memset(&e, 0, sizeof(e));
         e.ino = c->InoOf(n);
@@ -855,8 +878,6 @@ Result<std::unique_ptr<FuseServer>> FuseServer::Mount(tenancy::Store* store,
   impl->store = store;
   impl->executor = executor;
   impl->options = options;
-  impl->root.type = Node::Type::kRoot;
-  impl->primary.type = Node::Type::kPrimary;
   if (options.read_only) impl->negative_timeout = 0;
 
   std::vector<std::string> argv_s = {"tenantfs", "-o",

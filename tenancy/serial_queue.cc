@@ -3,11 +3,7 @@
 namespace tenancy {
 
 std::shared_ptr<SerialQueue> SerialQueue::Create(Executor* executor) {
-  // One allocation for the queue and its control block (the constructor is private).
-  struct Made : SerialQueue {
-    explicit Made(Executor* e) : SerialQueue(e) {}
-  };
-  return std::make_shared<Made>(executor);
+  return std::make_shared<SerialQueue>(executor);
 }
 
 void SerialQueue::Park(std::function<void()> task) {
@@ -15,26 +11,16 @@ void SerialQueue::Park(std::function<void()> task) {
   tasks_->push_back(std::move(task));
 }
 
-void SerialQueue::Submit(std::function<void()> task, bool inline_ok) {
-  {
-    std::lock_guard lock(mu_);
-    if (running_) {  // the running drainer will take it
-      Park(std::move(task));
-      return;
-    }
-    running_ = true;
-    if (!inline_ok) Park(std::move(task));
+SerialQueue::Next SerialQueue::Enqueue(std::function<void()>& task, bool inline_ok) {
+  std::lock_guard lock(mu_);
+  if (running_) {  // the running drainer will take it
+    Park(std::move(task));
+    return Next::kParked;
   }
-  if (!inline_ok) {
-    executor_->Run([self = shared_from_this()] { self->Drain(); });
-    return;
-  }
-  task();
-  // Tasks parked meanwhile are run here too (combining): handing them to another
-  // thread costs a wake-up and, with TBB, a spinning worker — measured at about a
-  // fifth of the daemon's CPU on two cores. libfuse starts another worker if
-  // every one is busy.
-  Drain();
+  running_ = true;
+  if (inline_ok) return Next::kRunHere;
+  Park(std::move(task));
+  return Next::kHandOff;
 }
 
 void SerialQueue::Drain() {

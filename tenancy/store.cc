@@ -120,16 +120,14 @@ void Database::CloseBacking() {
   // destroy this Database, whose destructor takes the cache mutex we run under.
   {
     std::lock_guard lock(mu_);
-    for (auto& f : files_) {
-      if (f) f->CloseFd();
-    }
+    files_.ForEach([](File& f) { f.CloseFd(); });
   }
   capture_.CloseFds();
   // Idle: what capture holds can be rebuilt from the log and the files on next
   // use. Unpinned means no operation of ours runs (each pins first, under the
   // cache mutex we hold); a task queued but not yet pinned would reload at once,
   // so wait for an idle queue.
-  if (queue_->idle()) capture_.Unload();
+  if (queue_.idle()) capture_.Unload();
 }
 
 const std::string& Database::tenant_name() const { return tenant_->name(); }
@@ -139,9 +137,9 @@ void Database::ReserveFd() { cache_->Reserve(cache_entry_); }
 int Database::OpenFds() {
   int n = capture_.log_fd_open() ? 1 : 0;
   std::lock_guard lock(mu_);
-  for (auto& f : files_) {
-    if (f && f->fd_if_open() >= 0) ++n;
-  }
+  files_.ForEach([&n](File& f) {
+    if (f.fd_if_open() >= 0) ++n;
+  });
   return n;
 }
 
@@ -166,13 +164,14 @@ Result<int> Database::FdOf(FileKind kind) {
   {
     std::lock_guard lock(mu_);
     int k = static_cast<int>(kind);
-    if (!files_[k]) {
+    f = files_.Get(k);
+    if (!f) {
       std::string path = BackingPath(kind);
       struct stat st;
       if (::stat(path.c_str(), &st) != 0) return Status::FromErrno(errno, "stat " + path);
-      files_[k] = std::make_shared<File>(shared_from_this(), kind);
+      f = std::make_shared<File>(shared_from_this(), kind);
+      files_.Set(k, f);
     }
-    f = files_[k];
   }
   return OpenFd(*f);
 }
@@ -250,7 +249,7 @@ std::vector<std::shared_ptr<Database>> Store::KnownDatabases() {
   std::lock_guard lock(mu_);
   for (auto& [name, tenant] : tenants_) {
     std::lock_guard tlock(tenant->mu_);
-    for (auto& [dname, db] : tenant->dbs_) dbs.push_back(db);
+    for (auto& db : tenant->dbs_) dbs.push_back(db);
   }
   return dbs;
 }
@@ -356,17 +355,16 @@ Result<std::shared_ptr<Database>> Store::LookupDatabase(const std::shared_ptr<Te
                                                         const std::string& db_name, bool create) {
   std::lock_guard lock(tenant->mu_);
   if (tenant->removed_) return Status::NotFound("tenant " + tenant->name() + " was removed");
-  auto it = tenant->dbs_.find(db_name);
-  if (it != tenant->dbs_.end()) return it->second;
+  auto it = tenant->dbs_.find(std::string_view(db_name));
+  if (it != tenant->dbs_.end()) return *it;
   if (!create) {
     // Only a database whose main file exists is known; negative lookups cost nothing.
     struct stat st;
     std::string path = tenant->dir() + "/" + db_name;
     if (::stat(path.c_str(), &st) != 0) return Status::FromErrno(errno, "stat " + path);
   }
-  auto db = std::make_shared<Database>(tenant, db_name, SerialQueue::Create(executor_),
-                                       capture_shared_, cache_.get());
-  tenant->dbs_.emplace(db->name(), db);
+  auto db = std::make_shared<Database>(tenant, db_name, executor_, capture_shared_, cache_.get());
+  tenant->dbs_.insert(db);
   return db;
 }
 
@@ -382,12 +380,13 @@ Result<std::shared_ptr<File>> Store::LookupFile(const std::shared_ptr<Tenant>& t
   int k = static_cast<int>(parsed->kind);
   std::lock_guard lock(d.mu_);
   if (d.deleted_) return Status::NotFound("no file " + std::string(name));
-  if (d.files_[k]) return d.files_[k];
+  if (const auto& f = d.files_.Get(k)) return f;
   std::string path = d.BackingPath(parsed->kind);
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) return Status::FromErrno(errno, "stat " + path);
-  d.files_[k] = std::make_shared<File>(db.value(), parsed->kind);
-  return d.files_[k];
+  auto f = std::make_shared<File>(db.value(), parsed->kind);
+  d.files_.Set(k, f);
+  return f;
 }
 
 Result<std::vector<std::string>> Store::ListFiles(const Tenant& tenant) const {
@@ -400,14 +399,15 @@ Result<std::vector<std::string>> Store::ListFiles(const Tenant& tenant) const {
   return out;
 }
 
-void Store::Submit(Database& db, bool inline_ok, std::function<void()> op) {
+void Store::Submit(const std::shared_ptr<Database>& db, bool inline_ok,
+                   std::function<void()> op) {
   queued_.fetch_add(1, std::memory_order_relaxed);
-  db.queue().Submit(
+  db->queue().Submit(
       [this, op = std::move(op)] {
         op();
         queued_.fetch_sub(1, std::memory_order_relaxed);
       },
-      inline_ok);
+      inline_ok, db);
 }
 
 void Store::CreateFile(const std::shared_ptr<Tenant>& tenant, std::string_view name, mode_t mode,
@@ -428,7 +428,7 @@ void Store::CreateFile(const std::shared_ptr<Tenant>& tenant, std::string_view n
   }
   std::shared_ptr<Database> d = std::move(db.value());
   FileKind kind = parsed->kind;
-  Submit(*d, true, [this, d, kind, mode, exclusive, done = std::move(done)] {
+  Submit(d, true, [this, d, kind, mode, exclusive, done = std::move(done)] {
     CacheUse use(*cache_, d->cache_entry());
     int k = static_cast<int>(kind);
     std::string path = d->BackingPath(kind);
@@ -441,10 +441,10 @@ void Store::CreateFile(const std::shared_ptr<Tenant>& tenant, std::string_view n
     {
       std::lock_guard lock(d->mu_);
       d->deleted_ = false;
-      file = d->files_[k];
+      file = d->files_.Get(k);
       if (!file) {
         file = std::make_shared<File>(d, kind);
-        d->files_[k] = file;
+        d->files_.Set(k, file);
       }
     }
     {
@@ -469,7 +469,7 @@ void Store::Unlink(const std::shared_ptr<Tenant>& tenant, std::string_view name,
   if (!db.ok()) return done(db.status());
   std::shared_ptr<Database> d = std::move(db.value());
   FileKind kind = parsed->kind;
-  Submit(*d, true, [this, tenant, d, kind, done = std::move(done)] {
+  Submit(d, true, [this, tenant, d, kind, done = std::move(done)] {
     CacheUse use(*cache_, d->cache_entry());
     std::string path = d->BackingPath(kind);
     Capture& cap = d->capture();
@@ -492,16 +492,16 @@ void Store::Unlink(const std::shared_ptr<Tenant>& tenant, std::string_view name,
       }
       {
         std::lock_guard tlock(tenant->mu_);
-        auto it = tenant->dbs_.find(d->name());
-        if (it != tenant->dbs_.end() && it->second == d) tenant->dbs_.erase(it);
+        auto it = tenant->dbs_.find(std::string_view(d->name()));
+        if (it != tenant->dbs_.end() && *it == d) tenant->dbs_.erase(it);
       }
       std::lock_guard lock(d->mu_);
       d->deleted_ = true;
-      for (int k = 0; k < kBackedFileKinds; ++k) gone[k] = std::move(d->files_[k]);
+      for (int k = 0; k < kBackedFileKinds; ++k) gone[k] = d->files_.Take(k);
     } else {
       std::lock_guard lock(d->mu_);
       int k = static_cast<int>(kind);
-      gone[k] = std::move(d->files_[k]);
+      gone[k] = d->files_.Take(k);
     }
     for (auto& f : gone) {
       if (f) f->unlinked_.store(true, std::memory_order_release);
@@ -518,7 +518,7 @@ uint64_t Store::EnforceRetention(int64_t retention_ms, uint64_t max_bytes) {
     std::mutex mu;
     std::condition_variable cv;
     bool done = false;
-    Submit(*db, true, [&] {  // inline on this (housekeeping) thread when idle
+    Submit(db, true, [&] {  // inline on this (housekeeping) thread when idle
       CacheUse use(*cache_, db->cache_entry());
       fn();
       std::lock_guard lock(mu);
@@ -592,7 +592,8 @@ Result<size_t> Store::Read(File& file, char* buf, size_t size, off_t offset) {
 }
 
 void Store::Write(std::shared_ptr<File> file, std::string data, off_t offset, DoneSize done) {
-  Database& db = file->db();
+  // A reference into *file, which the task keeps alive.
+  const std::shared_ptr<Database>& db = file->db_ptr();
   Submit(db, true, [this, file = std::move(file), data = std::move(data), offset, done = std::move(done)] {
     CacheUse use(*cache_, file->db().cache_entry());
     Capture& cap = file->db().capture();
@@ -617,7 +618,8 @@ void Store::Write(std::shared_ptr<File> file, std::string data, off_t offset, Do
 }
 
 void Store::Truncate(std::shared_ptr<File> file, off_t size, Done done) {
-  Database& db = file->db();
+  // A reference into *file, which the task keeps alive.
+  const std::shared_ptr<Database>& db = file->db_ptr();
   Submit(db, true, [this, file = std::move(file), size, done = std::move(done)] {
     CacheUse use(*cache_, file->db().cache_entry());
     Capture& cap = file->db().capture();
@@ -635,7 +637,8 @@ void Store::Truncate(std::shared_ptr<File> file, off_t size, Done done) {
 
 void Store::Fallocate(std::shared_ptr<File> file, int mode, off_t offset, off_t length,
                       Done done) {
-  Database& db = file->db();
+  // A reference into *file, which the task keeps alive.
+  const std::shared_ptr<Database>& db = file->db_ptr();
   Submit(db, true, [this, file = std::move(file), mode, offset, length, done = std::move(done)] {
     CacheUse use(*cache_, file->db().cache_entry());
     auto fd = OpenFd(*file);
@@ -653,7 +656,8 @@ void Store::Fallocate(std::shared_ptr<File> file, int mode, off_t offset, off_t 
 }
 
 void Store::Fsync(std::shared_ptr<File> file, bool datasync, Done done) {
-  Database& db = file->db();
+  // A reference into *file, which the task keeps alive.
+  const std::shared_ptr<Database>& db = file->db_ptr();
   Submit(db, true, [this, file = std::move(file), datasync, done = std::move(done)] {
     CacheUse use(*cache_, file->db().cache_entry());
     Capture& cap = file->db().capture();
@@ -674,8 +678,7 @@ Result<std::shared_ptr<Database>> Store::LookupPos(const std::shared_ptr<Tenant>
 }
 
 void Store::ReadPosition(std::shared_ptr<Database> db, DonePos done) {
-  Database& d = *db;
-  Submit(d, true, [this, db = std::move(db), done = std::move(done)] {
+  Submit(db, true, [this, db, done = std::move(done)] {
     CacheUse use(*cache_, db->cache_entry());
     {
       std::lock_guard lock(db->mu_);
@@ -749,7 +752,7 @@ Result<std::shared_ptr<Database>> Store::OpenDatabase(std::string_view tenant_na
 Status Store::RunOn(const std::shared_ptr<Database>& db,
                     const std::function<Status(Capture&)>& fn) {
   std::promise<Status> result;
-  Submit(*db, true, [this, db, &fn, &result] {
+  Submit(db, true, [this, db, &fn, &result] {
     CacheUse use(*cache_, db->cache_entry());
     {
       std::lock_guard lock(db->mu_);

@@ -32,6 +32,7 @@
 #include "tenancy/handle_cache.h"
 #include "tenancy/names.h"
 #include "tenancy/serial_queue.h"
+#include "tenancy/small_mutex.h"
 #include "tenancy/status.h"
 
 namespace tenancy {
@@ -73,10 +74,54 @@ class File {
   friend class Store;
   const std::shared_ptr<Database> db_;
   const FileKind kind_;
-  std::mutex mu_;  // leaf
+  std::atomic<bool> unlinked_{false};
+  SmallMutex mu_;            // leaf
   std::atomic<int> fd_{-1};  // written under mu_
   int users_ = 0;            // guarded by mu_
-  std::atomic<bool> unlinked_{false};
+};
+
+// The Files of one database by kind; null = not known to exist. The main
+// file's slot is inline; the companions' (-journal, -wal, -shm) are allocated
+// while one of them is set: an idle database has none (SQLite removes -wal and
+// -shm at its last close), so it keeps 24 bytes here instead of 64.
+// Not thread-safe (guarded by Database::mu_).
+class FileSlots {
+ public:
+  // The file of kind k, or a null pointer. The reference is valid until the next Set or Take.
+  const std::shared_ptr<File>& Get(int k) const {
+    if (k == 0) return main_;
+    return companions_ ? companions_[k - 1] : kNone;
+  }
+  void Set(int k, std::shared_ptr<File> f) {
+    if (k == 0) {
+      main_ = std::move(f);
+      return;
+    }
+    if (!companions_) companions_ = std::make_unique<std::shared_ptr<File>[]>(kBackedFileKinds - 1);
+    companions_[k - 1] = std::move(f);
+  }
+  // Empties slot k, returning what it held (for the caller to drop outside locks).
+  std::shared_ptr<File> Take(int k) {
+    if (k == 0) return std::move(main_);
+    if (!companions_) return nullptr;
+    std::shared_ptr<File> f = std::move(companions_[k - 1]);
+    bool any = false;
+    for (int i = 0; i < kBackedFileKinds - 1; ++i) any = any || companions_[i] != nullptr;
+    if (!any) companions_.reset();
+    return f;
+  }
+  // fn(File&) for every file set.
+  template <typename Fn>
+  void ForEach(Fn fn) const {
+    for (int k = 0; k < kBackedFileKinds; ++k) {
+      if (const auto& f = Get(k)) fn(*f);
+    }
+  }
+
+ private:
+  static inline const std::shared_ptr<File> kNone;
+  std::shared_ptr<File> main_;
+  std::unique_ptr<std::shared_ptr<File>[]> companions_;  // kJournal..kShm, or null
 };
 
 class Tenant {
@@ -89,25 +134,41 @@ class Tenant {
   friend class Store;
   const std::string name_;
   const std::string dir_;
+  // Hashes and compares databases by name, and names (string_view) with them.
+  struct ByName {
+    using is_transparent = void;
+    static std::string_view NameOf(std::string_view name) { return name; }
+    static std::string_view NameOf(const std::shared_ptr<Database>& db);
+    template <typename A>
+    size_t operator()(const A& a) const noexcept {
+      return std::hash<std::string_view>{}(NameOf(a));
+    }
+    template <typename A, typename B>
+    bool operator()(const A& a, const B& b) const noexcept {
+      return NameOf(a) == NameOf(b);
+    }
+  };
   std::mutex mu_;  // after Store::mu_, before Database::mu_
-  // Guarded by mu_. Keyed by a view of the database's own name (it lives as
-  // long as the entry), not a copy: entries are as many as databases known.
-  std::unordered_map<std::string_view, std::shared_ptr<Database>> dbs_;
+  // Guarded by mu_. A set keyed by each database's own name, looked up by
+  // string_view: entries are as many as databases known, so each is one
+  // 24-byte node (no copy of the name, no cached hash: ByName is noexcept).
+  std::unordered_set<std::shared_ptr<Database>, ByName, ByName> dbs_;
   bool removed_ = false;  // guarded by mu_
 };
 
 // A known database. Kept while known (the registry, the kernel's nodes), so an
 // idle one is small: its capture state is dropped when the handle cache closes
-// it (Capture::Unload), its queue holds no container when empty, and paths are
-// derived from the tenant's directory instead of stored.
+// it (Capture::Unload), its queue is embedded and holds no container when
+// empty, its locks are 4-byte SmallMutexes, and paths are derived from the
+// tenant's directory instead of stored.
 class Database final : public std::enable_shared_from_this<Database>, public Capture::Owner {
  public:
-  // REQUIRES: shared and cache outlive the database.
-  Database(std::shared_ptr<Tenant> tenant, std::string name, std::shared_ptr<SerialQueue> queue,
+  // REQUIRES: executor, shared and cache outlive the database.
+  Database(std::shared_ptr<Tenant> tenant, std::string name, Executor* executor,
            const Capture::Shared& shared, HandleCache* cache)
       : tenant_(std::move(tenant)),
         name_(std::move(name)),
-        queue_(std::move(queue)),
+        queue_(executor),
         capture_(shared, *this),
         cache_(cache) {
     cache_entry_.db = this;
@@ -118,7 +179,8 @@ class Database final : public std::enable_shared_from_this<Database>, public Cap
   Tenant& tenant() const { return *tenant_; }
   const std::string& tenant_name() const override;
   const std::string& name() const override { return name_; }
-  SerialQueue& queue() const { return *queue_; }
+  // Submit with the database's shared_ptr as the queue's owner.
+  SerialQueue& queue() { return queue_; }
   std::string BackingPath(FileKind kind) const override;
   // REQUIRES: on queue() for everything but position().
   Capture& capture() { return capture_; }
@@ -149,14 +211,18 @@ class Database final : public std::enable_shared_from_this<Database>, public Cap
   friend class Store;
   const std::shared_ptr<Tenant> tenant_;
   const std::string name_;
-  const std::shared_ptr<SerialQueue> queue_;
+  SerialQueue queue_;
   Capture capture_;
   HandleCache* const cache_;
   CacheEntry cache_entry_;
-  std::mutex mu_;  // after Tenant::mu_, before File::mu_
-  std::shared_ptr<File> files_[kBackedFileKinds];  // guarded by mu_; null = not known to exist
-  bool deleted_ = false;                           // guarded by mu_
+  SmallMutex mu_;         // after Tenant::mu_, before File::mu_
+  bool deleted_ = false;  // guarded by mu_
+  FileSlots files_;       // guarded by mu_
 };
+
+inline std::string_view Tenant::ByName::NameOf(const std::shared_ptr<Database>& db) {
+  return db->name();
+}
 
 class Store {
  public:
@@ -288,8 +354,9 @@ class Store {
                                                    const std::string& db_name, bool create);
   // file.Fd(), making room in the cache on EMFILE/ENFILE.
   Result<int> OpenFd(File& file);
-  // Runs op on db's queue, counted in queue_depth().
-  void Submit(Database& db, bool inline_ok, std::function<void()> op);
+  // Runs op on db's queue, counted in queue_depth(). REQUIRES: db valid until
+  // Submit returns (op may hold it; never a pointer op has moved from).
+  void Submit(const std::shared_ptr<Database>& db, bool inline_ok, std::function<void()> op);
   // Every database in the registry.
   std::vector<std::shared_ptr<Database>> KnownDatabases();
   // The databases whose logs hold a segment they could trim (still alive).

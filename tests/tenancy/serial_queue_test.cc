@@ -32,7 +32,7 @@ TEST(SerialQueueTest, IdleQueueRunsInline) {
   ManualExecutor ex;
   auto q = SerialQueue::Create(&ex);
   int ran = 0;
-  q->Submit([&] { ++ran; }, /*inline_ok=*/true);
+  q->Submit([&] { ++ran; }, /*inline_ok=*/true, q);
   EXPECT_EQ(ran, 1);
   EXPECT_EQ(ex.pending(), 0u);
 }
@@ -41,10 +41,10 @@ TEST(SerialQueueTest, BlockingTaskGoesToExecutorAndLaterTasksWait) {
   ManualExecutor ex;
   auto q = SerialQueue::Create(&ex);
   std::vector<int> order;
-  q->Submit([&] { order.push_back(1); }, /*inline_ok=*/false);
+  q->Submit([&] { order.push_back(1); }, /*inline_ok=*/false, q);
   EXPECT_TRUE(order.empty());
   // The queue is busy: even an inline-capable task must wait its turn.
-  q->Submit([&] { order.push_back(2); }, /*inline_ok=*/true);
+  q->Submit([&] { order.push_back(2); }, /*inline_ok=*/true, q);
   EXPECT_TRUE(order.empty());
   EXPECT_EQ(q->depth(), 2u);
   EXPECT_FALSE(q->idle());
@@ -53,7 +53,7 @@ TEST(SerialQueueTest, BlockingTaskGoesToExecutorAndLaterTasksWait) {
   EXPECT_EQ(q->depth(), 0u);
   EXPECT_TRUE(q->idle());
   // Idle again: inline.
-  q->Submit([&] { order.push_back(3); }, true);
+  q->Submit([&] { order.push_back(3); }, true, q);
   EXPECT_EQ(order.back(), 3);
 }
 
@@ -64,10 +64,10 @@ TEST(SerialQueueTest, TasksParkedDuringInlineRunAreRunByTheDrainer) {
   q->Submit(
       [&] {
         order.push_back(1);
-        q->Submit([&] { order.push_back(2); }, true);  // arrives while 1 runs
+        q->Submit([&] { order.push_back(2); }, true, q);  // arrives while 1 runs
         EXPECT_EQ(order.size(), 1u);                     // parked, not run re-entrantly
       },
-      true);
+      true, q);
   // Run on this thread after task 1, without a hand-off to the executor.
   EXPECT_EQ(ex.pending(), 0u);
   EXPECT_EQ(order, (std::vector<int>{1, 2}));
@@ -89,7 +89,7 @@ TEST(SerialQueueTest, NeverTwoAtOnceUnderThreads) {
               running.fetch_sub(1);
               done.fetch_add(1);
             },
-            (i + t) % 3 != 0);
+            (i + t) % 3 != 0, q);
       }
     });
   }
@@ -103,10 +103,29 @@ TEST(SerialQueueTest, PerSubmitterOrderIsKept) {
   auto ex = MakeTbbExecutor(8);
   auto q = SerialQueue::Create(ex.get());
   std::vector<int> seen;  // touched only by queue tasks, which never overlap
-  for (int i = 0; i < 5000; ++i) q->Submit([&seen, i] { seen.push_back(i); }, i % 2 == 0);
+  for (int i = 0; i < 5000; ++i) q->Submit([&seen, i] { seen.push_back(i); }, i % 2 == 0, q);
   ex->Drain();
   ASSERT_EQ(seen.size(), 5000u);
   for (int i = 0; i < 5000; ++i) ASSERT_EQ(seen[i], i);
+}
+
+// A queue embedded in another object (as in a database): a task handed to the
+// executor keeps the owner alive until the drain is over, and no longer.
+TEST(SerialQueueTest, HandOffKeepsTheEmbeddingOwnerAlive) {
+  ManualExecutor ex;
+  struct Owner {
+    explicit Owner(Executor* e) : queue(e) {}
+    SerialQueue queue;
+  };
+  auto owner = std::make_shared<Owner>(&ex);
+  std::weak_ptr<Owner> weak = owner;
+  int ran = 0;
+  owner->queue.Submit([&] { ++ran; }, /*inline_ok=*/false, owner);
+  owner.reset();
+  EXPECT_FALSE(weak.expired());  // the pending drain holds it
+  ex.Drain();
+  EXPECT_EQ(ran, 1);
+  EXPECT_TRUE(weak.expired());
 }
 
 }  // namespace
