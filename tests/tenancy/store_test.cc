@@ -17,7 +17,10 @@ class StoreTest : public ::testing::Test {
     char tmpl[] = "/tmp/tenantfs-store-XXXXXX";
     dir_ = ::mkdtemp(tmpl);
     executor_ = MakeInlineExecutor();
-    auto s = Store::Open({dir_, executor_.get()});
+    Store::Options o;
+    o.data_dir = dir_;
+    o.executor = executor_.get();
+    auto s = Store::Open(o);
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     store_ = std::move(s.value());
   }
