@@ -64,6 +64,18 @@ class CaptureTest : public ::testing::Test {
     o.now_ms = [this] { return now_; };
     store_ = std::move(Store::Open(o).value());
   }
+  // Reopens the store with every log record in its own segment (retention tests).
+  void ReopenWithOneRecordPerSegment() {
+    ReleaseAll();
+    store_.reset();
+    Store::Options o;
+    o.data_dir = dir_;
+    o.executor = executor_.get();
+    o.now_ms = [this] { return now_; };
+    o.log_options.segment_bytes = 1;
+    store_ = std::move(Store::Open(o).value());
+    tenant_ = store_->LookupTenant("acme").value();
+  }
   void ReleaseAll() {
     for (auto& f : held_) f->Release();
     held_.clear();
@@ -562,15 +574,7 @@ TEST_F(CaptureTest, UnlinkDropsTheLog) {
 // Retention reaches logs whose database was evicted (state dropped) without
 // loading the database, and skips the others without touching them.
 TEST_F(CaptureTest, RetentionPassTrimsLogsOfUnloadedDatabases) {
-  ReleaseAll();
-  store_.reset();
-  Store::Options o;
-  o.data_dir = dir_;
-  o.executor = executor_.get();
-  o.now_ms = [this] { return now_; };
-  o.log_options.segment_bytes = 1;  // every record its own segment
-  store_ = std::move(Store::Open(o).value());
-  tenant_ = store_->LookupTenant("acme").value();
+  ReopenWithOneRecordPerSegment();
   auto db = Create("app.db");
   for (uint32_t i = 1; i <= 6; ++i) {
     RollbackTx(db, {{1, HeaderPage(2, i)}, {2, std::string(kPs, static_cast<char>('a' + i))}});
@@ -603,15 +607,7 @@ TEST_F(CaptureTest, RetentionPassTrimsLogsOfUnloadedDatabases) {
 }
 
 TEST_F(CaptureTest, RetentionPassTrimsOldSegmentsAndBoundsBytes) {
-  ReleaseAll();
-  store_.reset();
-  Store::Options o;
-  o.data_dir = dir_;
-  o.executor = executor_.get();
-  o.now_ms = [this] { return now_; };
-  o.log_options.segment_bytes = 1;  // every record its own segment
-  store_ = std::move(Store::Open(o).value());
-  tenant_ = store_->LookupTenant("acme").value();
+  ReopenWithOneRecordPerSegment();
   auto db = Create("app.db");
   for (uint32_t i = 1; i <= 10; ++i) {
     RollbackTx(db, {{1, HeaderPage(2, i)}, {2, std::string(kPs, static_cast<char>('a' + i))}});
@@ -637,15 +633,7 @@ TEST_F(CaptureTest, RetentionPassTrimsOldSegmentsAndBoundsBytes) {
 // index kept as logs change), not every database known: its cost follows the
 // databases written, not those touched.
 TEST_F(CaptureTest, RetentionPassVisitsOnlyDatabasesWithSomethingToTrim) {
-  ReleaseAll();
-  store_.reset();
-  Store::Options o;
-  o.data_dir = dir_;
-  o.executor = executor_.get();
-  o.now_ms = [this] { return now_; };
-  o.log_options.segment_bytes = 1;  // every record its own segment
-  store_ = std::move(Store::Open(o).value());
-  tenant_ = store_->LookupTenant("acme").value();
+  ReopenWithOneRecordPerSegment();
   EXPECT_EQ(store_->trimmable_databases(), 0u);
   // 40 databases with one transaction: one segment each, nothing to trim.
   for (int d = 0; d < 40; ++d) {
