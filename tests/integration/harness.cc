@@ -277,6 +277,52 @@ int FreePort() {
   return port;
 }
 
+HttpReply SendRaw(int port, const std::string& request, bool shut_write) {
+  HttpReply r;
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return r;
+  timeval tv{30, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return r;
+  }
+  size_t off = 0;
+  while (off < request.size()) {
+    ssize_t n = ::send(fd, request.data() + off, request.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) break;  // the server may refuse early and close: read its answer anyway
+    off += static_cast<size_t>(n);
+  }
+  if (shut_write) ::shutdown(fd, SHUT_WR);
+  char buf[65536];
+  while (true) {
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    r.raw.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  size_t eol = r.raw.find("\r\n");
+  if (r.raw.rfind("HTTP/1.1 ", 0) == 0 && eol != std::string::npos) {
+    r.status = std::atoi(r.raw.c_str() + 9);
+    r.ok = r.status >= 100;
+  }
+  size_t end = r.raw.find("\r\n\r\n");
+  if (end != std::string::npos) {
+    r.headers = r.raw.substr(0, end + 2);
+    r.body = r.raw.substr(end + 4);
+  }
+  return r;
+}
+
+HttpReply HttpGet(int port, const std::string& target) {
+  return SendRaw(port, "GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+}
+
 std::string ErrnoName(int err) {
   const char* n = strerrorname_np(err);
   return std::string(n ? n : "E?") + " (" + std::to_string(err) + ")";

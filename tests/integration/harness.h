@@ -47,6 +47,21 @@ std::string Join(const std::vector<std::string>& v, const std::string& sep);
 std::string Tail(const std::string& text, size_t max_lines = 60);
 // A free TCP port on 127.0.0.1 (bind to 0, read back, close).
 int FreePort();
+
+// ---- HTTP over loopback (the node's API), plain sockets: no client library to trust.
+struct HttpReply {
+  bool ok = false;  // a complete status line came back
+  int status = 0;
+  std::string headers;
+  std::string body;
+  std::string raw;
+};
+// Sends `request` as is on a new connection to 127.0.0.1:port and reads until the
+// server closes it (or 30 s pass); shut_write half-closes after sending.
+HttpReply SendRaw(int port, const std::string& request, bool shut_write = false);
+// GET target with "Connection: close".
+HttpReply HttpGet(int port, const std::string& target);
+
 // Errno name for messages: "EPERM (1)".
 std::string ErrnoName(int err);
 
