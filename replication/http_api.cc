@@ -227,6 +227,7 @@ std::string InfoJson(const NodeContext& ctx) {
   out += ", \"max_open\": " + std::to_string(ctx.store->max_open());
   out += ", \"backing_fds\": " + std::to_string(ctx.store->handle_fds());
   out += ", \"fd_exhaustions\": " + std::to_string(ctx.store->fd_exhaustions());
+  out += ", \"captures_loaded\": " + std::to_string(ctx.store->stats().loaded.load());
   if (ctx.hub != nullptr) {
     out += ", \"replicas\": [";
     bool first = true;

@@ -198,6 +198,7 @@ class Capture::State {
 Capture::Capture(const Shared& shared, Owner& owner) : shared_(shared), owner_(owner) {}
 
 Capture::~Capture() {
+  if (state_ && shared_.stats) shared_.stats->loaded.fetch_sub(1, std::memory_order_relaxed);
   if (OldestTrimmable() != INT64_MAX && shared_.on_trimmable) shared_.on_trimmable(owner_, false);
 }
 
@@ -231,7 +232,10 @@ void Capture::NoteLog(const ChangeLog& log) {
 }
 
 Status Capture::Load() {
-  if (!state_) state_ = std::make_unique<State>(*this);
+  if (!state_) {
+    state_ = std::make_unique<State>(*this);
+    if (shared_.stats) shared_.stats->loaded.fetch_add(1, std::memory_order_relaxed);
+  }
   return state_->Load();
 }
 
@@ -256,6 +260,7 @@ bool Capture::Unload() {
   // newest segment is the same one.)
   log_unsynced_ = log_unsynced_ || state_->log_dirty_;
   state_.reset();
+  if (shared_.stats) shared_.stats->loaded.fetch_sub(1, std::memory_order_relaxed);
   log_fd_open_.store(false, std::memory_order_relaxed);
   return true;
 }

@@ -61,6 +61,7 @@ struct CaptureStats {
   std::atomic<uint64_t> repairs{0};
   std::atomic<uint64_t> verify_failures{0};
   std::atomic<int64_t> log_bytes{0};
+  std::atomic<int64_t> loaded{0};  // captures holding their state now (Load .. Unload)
 };
 
 class Capture {

@@ -125,9 +125,24 @@ void Database::CloseBacking() {
   capture_.CloseFds();
   // Idle: what capture holds can be rebuilt from the log and the files on next
   // use. Unpinned means no operation of ours runs (each pins first, under the
-  // cache mutex we hold); a task queued but not yet pinned would reload at once,
-  // so wait for an idle queue.
-  if (queue_.idle()) capture_.Unload();
+  // cache mutex we hold). With tasks queued, drop it after them instead (a task
+  // on the queue is the only other place capture may be touched), unless the
+  // database is open again by then: else a database closed while busy would keep
+  // its state for as long as it stays known.
+  // (No task is queued for it here: that would take a reference under the cache
+  // mutex. The last queued task does it, UnloadIfClosed.)
+  if (queue_.idle()) {
+    capture_.Unload();
+  } else if (capture_.loaded()) {
+    unload_pending_.store(true, std::memory_order_relaxed);
+  }
+}
+
+void Database::UnloadIfClosed() {
+  if (!unload_pending_.load(std::memory_order_relaxed) || queue_.depth() > 0) return;
+  unload_pending_.store(false, std::memory_order_relaxed);
+  // Open again meanwhile: its next eviction unloads it.
+  if (!cache_->IsListed(cache_entry_)) capture_.Unload();
 }
 
 const std::string& Database::tenant_name() const { return tenant_->name(); }
@@ -402,9 +417,11 @@ Result<std::vector<std::string>> Store::ListFiles(const Tenant& tenant) const {
 void Store::Submit(const std::shared_ptr<Database>& db, bool inline_ok,
                    std::function<void()> op) {
   queued_.fetch_add(1, std::memory_order_relaxed);
+  Database* d = db.get();  // kept alive by the queue while the task runs
   db->queue().Submit(
-      [this, op = std::move(op)] {
+      [this, d, op = std::move(op)] {
         op();
+        d->UnloadIfClosed();
         queued_.fetch_sub(1, std::memory_order_relaxed);
       },
       inline_ok, db);
