@@ -965,7 +965,6 @@ std::vector<std::vector<Measurement>> Alternate(const std::vector<Side>& sides, 
 // VmHWM and its RSS at a point from VmRSS.
 
 constexpr int kP8Tenants = 100;
-constexpr int kP8Written = 2000;  // of them, also written once (RAM of written, idle databases)
 
 // Database i of the P8 set: 100 tenants, databases dealt round robin.
 std::string P8DbPath(const std::string& root, int i) {
@@ -1012,19 +1011,6 @@ void TouchAll(const std::function<std::string(int)>& path_of, int n, int clients
   RunThreads(clients, [&](int t, std::atomic<bool>& stop) {
     for (int i = t; i < n && !stop && !Stopping(); i += clients) {
       OpenSelectClose(path_of(i), 1 + i % kRowsPerReadDb);
-    }
-  });
-  if (Stopping()) throw std::runtime_error("interrupted");
-}
-
-// Every database once with a one-row write transaction (open + UPDATE + close), dealt
-// over `clients` threads.
-void WriteAll(const std::function<std::string(int)>& path_of, int n, int clients) {
-  RunThreads(clients, [&](int t, std::atomic<bool>& stop) {
-    for (int i = t; i < n && !stop && !Stopping(); i += clients) {
-      Db db(path_of(i), SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX);
-      db.Exec("PRAGMA synchronous=NORMAL");
-      db.Exec("UPDATE t SET v = v || '.' WHERE id = 1");
     }
   });
   if (Stopping()) throw std::runtime_error("interrupted");
@@ -1142,10 +1128,7 @@ int FreePort() {
 // minus its RSS before, over the number of databases. "Before" is after a warm-up of the
 // same clients over max-open other databases, so the daemon's threads, their malloc
 // arenas and a full handle cache are in both figures; what differs is 10,000 databases
-// known to the daemon, used once and now idle. Then kP8Written of them get a one-row
-// write transaction each (capture loaded, a commit captured, the database closed again
-// by the LRU); their extra RSS over their number, plus the read-once figure, is what a
-// written, idle database costs.
+// known to the daemon, used once and now idle.
 void RunP8(const Options& o, const std::string& base, Daemon& daemon, std::vector<Row>& rows) {
   const std::string native_root = base + "/native";
   const std::string data_dir = base + "/data";
@@ -1165,8 +1148,7 @@ void RunP8(const Options& o, const std::string& base, Daemon& daemon, std::vecto
 
   std::vector<Side> sides = {{"native", native_root}};
   std::optional<FdPeakSampler> sampler;
-  long long rss_before = 0, rss_after = 0, rss_written = 0;
-  int written = 0;
+  long long rss_before = 0, rss_after = 0;
   std::cerr << "bench: P8: touching every native database once" << std::endl;
   TouchAll([&](int i) { return P8DbPath(native_root, i); }, n, clients);
   if (!o.native_only) {
@@ -1191,14 +1173,6 @@ void RunP8(const Options& o, const std::string& base, Daemon& daemon, std::vecto
     std::cerr << "bench: P8: touched in " << SecondsSince(t1) << " s; daemon RSS "
               << rss_before / 1024 << " KiB before, " << rss_after / 1024 << " KiB after"
               << std::endl;
-    // Then a write transaction in some of them: capture loaded, a commit captured, the
-    // database closed again by the LRU (the budget is far below their number).
-    written = std::min(n, kP8Written);
-    auto t2 = Clock::now();
-    WriteAll([&](int i) { return P8DbPath(mnt, i); }, written, clients);
-    rss_written = ProcStatusBytes(pid, "VmRSS");
-    std::cerr << "bench: P8: wrote " << written << " databases once in " << SecondsSince(t2)
-              << " s; daemon RSS " << rss_written / 1024 << " KiB after" << std::endl;
   }
 
   auto res = Alternate(sides, o, label + ": open + SELECT + close", [&](const Side& s, double b) {
@@ -1251,17 +1225,6 @@ void RunP8(const Options& o, const std::string& base, Daemon& daemon, std::vecto
   per.threshold = 1024;
   per.judge_tenantfs_value = true;
   rows.push_back(per);
-  Row per_written{"daemon RAM per database also written once, then idle, " +
-                  WithCommas(written) + " DBs"};
-  per_written.unit = "B";
-  // What a database read once costs, plus what the write added on top.
-  per_written.tenantfs = static_cast<double>(rss_after - rss_before) / n +
-                         static_cast<double>(rss_written - rss_after) / written;
-  per_written.target = "well under 1 KiB";
-  per_written.better = Better::kLower;
-  per_written.threshold = 1024;
-  per_written.judge_tenantfs_value = true;
-  rows.push_back(per_written);
 }
 
 // The standard workloads (P1-P3, P5, P6; P4 with --node) on both sides, into `rows`.
