@@ -28,6 +28,7 @@
 #include "replication/stream_client.h"
 #include "replication/stream_server.h"
 #include "tenancy/executor.h"
+#include "tenancy/file_io.h"
 #include "tenancy/store.h"
 
 namespace host {
@@ -37,20 +38,6 @@ namespace {
 int Fail(int code, const std::string& msg) {
   LOG_ERROR(msg);
   return code;
-}
-
-bool MakeDirs(const std::string& path, std::string* err) {
-  std::string partial;
-  for (size_t i = 1; i <= path.size(); ++i) {
-    if (i == path.size() || path[i] == '/') {
-      partial = path.substr(0, i);
-      if (::mkdir(partial.c_str(), 0755) != 0 && errno != EEXIST) {
-        *err = "cannot create " + partial + ": " + std::strerror(errno);
-        return false;
-      }
-    }
-  }
-  return true;
 }
 
 // The fstype of the mount at exactly `dir`, or "" when dir is not a mount point.
@@ -95,8 +82,9 @@ int PrepareMountDir(const std::string& dir) {
                          "); is another tenantfs running?");
     }
   }
-  std::string err;
-  if (!MakeDirs(dir, &err)) return Fail(2, "fuse.dir: " + err);
+  if (tenancy::Status s = tenancy::MakeDirs(dir); !s.ok()) {
+    return Fail(2, "fuse.dir: " + s.ToString());
+  }
   return 0;
 }
 
@@ -146,8 +134,9 @@ int RunMount(const Config& config) {
   ::signal(SIGPIPE, SIG_IGN);
   const rlim_t fd_limit = RaiseFdLimit();
 
-  std::string err;
-  if (!MakeDirs(config.data_dir, &err)) return Fail(2, "data.dir: " + err);
+  if (tenancy::Status s = tenancy::MakeDirs(config.data_dir); !s.ok()) {
+    return Fail(2, "data.dir: " + s.ToString());
+  }
   // One daemon per data dir.
   std::string lock_path = config.data_dir + "/LOCK";
   int lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);

@@ -10,10 +10,15 @@
 #include <functional>
 #include <thread>
 
+#include "tenancy/file_io.h"
+
 namespace replication {
 namespace {
 
+using tenancy::PreadFull;
+using tenancy::PwriteFull;
 using tenancy::Result;
+using tenancy::ShortRead;
 using tenancy::Status;
 using Clock = std::chrono::steady_clock;
 
@@ -70,30 +75,6 @@ bool HeaderValid(const uint8_t* hdr) {
   uint32_t c[2];
   HeaderChecksum(hdr, c);
   return c[0] == Load32(hdr + kHdrCksum) && c[1] == Load32(hdr + kHdrCksum + 4);
-}
-
-// pread until `len` bytes or end of file; the byte count, or -1 with errno.
-ssize_t PreadFull(int fd, uint8_t* buf, size_t len, off_t off) {
-  size_t got = 0;
-  while (got < len) {
-    ssize_t n = pread(fd, buf + got, len - got, off + got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return -1;
-    if (n == 0) break;
-    got += n;
-  }
-  return got;
-}
-
-Status PwriteFull(int fd, const uint8_t* buf, size_t len, off_t off, const std::string& path) {
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = pwrite(fd, buf + done, len - done, off + done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return Status::FromErrno(n < 0 ? errno : EIO, "pwrite " + path);
-    done += n;
-  }
-  return Status::Ok();
 }
 
 // One non-blocking OFD lock call; 0 or the errno. F_OFD_SETLKW is never used (see header).
@@ -188,11 +169,9 @@ std::function<std::string()> DbLockName(int fd, const std::string& path, const c
 // that is a new, empty database: rollback rules apply.
 Result<bool> ReadIsWal(int fd, const std::string& path) {
   uint8_t v[2];
-  ssize_t n;
-  do {
-    n = pread(fd, v, 2, 18);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) return Status::FromErrno(errno, "pread " + path);
+  size_t n = 0;
+  Status st = PreadFull(fd, v, sizeof(v), 18, ShortRead::kCount, path, &n);
+  if (!st.ok()) return st;
   return n == 2 && v[0] == 2 && v[1] == 2;
 }
 
@@ -268,11 +247,11 @@ Status LockShm(ShmHold* hold, const std::string& shm_path, const Wait& w) {
   st = LockWithin(fd, F_WRLCK, kShmLockFirst, 3, w, describe(0, 3));
   if (!st.ok()) return st;
   uint8_t hdr[2 * kHdrSize];
-  ssize_t n = PreadFull(fd, hdr, sizeof(hdr), 0);
-  if (n < 0) return Status::FromErrno(errno, "pread " + shm_path);
+  size_t n = 0;
+  st = PreadFull(fd, hdr, sizeof(hdr), 0, ShortRead::kCount, shm_path, &n);
+  if (!st.ok()) return st;
   // A header that is not initialised or already torn sends readers to recovery anyway.
-  if (n == static_cast<ssize_t>(sizeof(hdr)) && HeaderValid(hdr) &&
-      std::memcmp(hdr, hdr + kHdrSize, kHdrSize) == 0) {
+  if (n == sizeof(hdr) && HeaderValid(hdr) && std::memcmp(hdr, hdr + kHdrSize, kHdrSize) == 0) {
     std::memcpy(hold->copy0.data(), hdr, kHdrSize);
     uint8_t spoiled[4];
     Store32(spoiled, ~Load32(hdr + kHdrCksum));
@@ -387,9 +366,10 @@ tenancy::Status ApplyLock::ResetWalIndex(uint32_t db_pages) {
   if (shm_fd_ < 0) return Status::Ok();  // no -shm: no reader has anything cached
   const std::string shm_path = db_path_ + "-shm";
   uint8_t buf[kWalIndexHdrBytes];
-  ssize_t got = PreadFull(shm_fd_, buf, sizeof(buf), 0);
-  if (got < 0) return Status::FromErrno(errno, "pread " + shm_path);
-  if (got < static_cast<ssize_t>(sizeof(buf))) return Status::Ok();  // never initialised
+  size_t got = 0;
+  Status st = PreadFull(shm_fd_, buf, sizeof(buf), 0, ShortRead::kCount, shm_path, &got);
+  if (!st.ok()) return st;
+  if (got < sizeof(buf)) return Status::Ok();  // never initialised
   // Start from a copy whose checksum holds (the gate spoiled copy 0; copy 1 is intact).
   const uint8_t* base = HeaderValid(buf)              ? buf
                         : HeaderValid(buf + kHdrSize) ? buf + kHdrSize
@@ -419,7 +399,7 @@ tenancy::Status ApplyLock::ResetWalIndex(uint32_t db_pages) {
   Store32(attempted, 0);
 
   // Copy 1 before copy 0, as walIndexWriteHdr does (readers read 0 first, then 1).
-  Status st = PwriteFull(shm_fd_, hdr, kHdrSize, kHdrSize, shm_path);
+  st = PwriteFull(shm_fd_, hdr, kHdrSize, kHdrSize, shm_path);
   if (st.ok()) st = PwriteFull(shm_fd_, hdr, kHdrSize, 0, shm_path);
   if (st.ok()) st = PwriteFull(shm_fd_, ckpt, sizeof(ckpt), kCkptNBackfill, shm_path);
   if (st.ok()) {

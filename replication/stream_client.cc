@@ -30,6 +30,7 @@
 #include "replication/stream_keys.h"
 #include "tenancy/changeset.h"
 #include "tenancy/crc64.h"
+#include "tenancy/file_io.h"
 #include "tenancy/store.h"
 
 namespace replication {
@@ -45,35 +46,6 @@ using tenancy::Result;
 using tenancy::Status;
 
 namespace {
-
-Status WriteAll(int fd, const char* p, size_t n, off_t off, const std::string& what) {
-  while (n > 0) {
-    ssize_t w = ::pwrite(fd, p, n, off);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return Status::FromErrno(errno, "write " + what);
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-    off += w;
-  }
-  return Status::Ok();
-}
-
-Status ReadAll(int fd, char* p, size_t n, off_t off, const std::string& what) {
-  while (n > 0) {
-    ssize_t r = ::pread(fd, p, n, off);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return Status::FromErrno(errno, "read " + what);
-    }
-    if (r == 0) return Status::DataLoss("short read of " + what);
-    p += r;
-    n -= static_cast<size_t>(r);
-    off += r;
-  }
-  return Status::Ok();
-}
 
 // Parses "http://host:port[/...]".
 bool ParseUrl(const std::string& url, std::string* host, std::string* port) {
@@ -103,7 +75,7 @@ struct Staging {
 
   Status Put(uint32_t pgno, const char* image) {
     present.push_back(pgno);
-    return WriteAll(fd, image, page_size, static_cast<off_t>(uint64_t{pgno - 1} * page_size), path);
+    return tenancy::PwriteFull(fd, image, page_size, uint64_t{pgno - 1} * page_size, path);
   }
 };
 
@@ -131,7 +103,7 @@ Status WriteClusterId(const std::string& data_dir, const std::string& id) {
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return Status::FromErrno(errno, "create " + tmp);
   std::string line = id + "\n";
-  Status s = WriteAll(fd, line.data(), line.size(), 0, tmp);
+  Status s = tenancy::PwriteFull(fd, line.data(), line.size(), 0, tmp);
   if (s.ok() && ::fsync(fd) != 0) s = Status::FromErrno(errno, "sync " + tmp);
   ::close(fd);
   if (s.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) s = Status::FromErrno(errno, "rename " + tmp);
@@ -421,9 +393,13 @@ struct StreamClient::Impl {
       std::vector<char> buf(st.page_size);
       for (uint32_t p : st.present) {
         if (p > pos.pages) break;
-        off_t off = static_cast<off_t>(uint64_t{p - 1} * st.page_size);
-        if (Status r = ReadAll(st.fd, buf.data(), buf.size(), off, st.path); !r.ok()) return r;
-        if (Status w = WriteAll(fd, buf.data(), buf.size(), off, "database"); !w.ok()) return w;
+        uint64_t off = uint64_t{p - 1} * st.page_size;
+        Status r = tenancy::PreadFull(st.fd, buf.data(), buf.size(), off,
+                                      tenancy::ShortRead::kDataLoss, st.path);
+        if (!r.ok()) return r;
+        if (Status w = tenancy::PwriteFull(fd, buf.data(), buf.size(), off, "database"); !w.ok()) {
+          return w;
+        }
       }
       return Status::Ok();
     };

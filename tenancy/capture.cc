@@ -15,6 +15,7 @@
 
 #include "metrics/log.h"
 #include "tenancy/crc64.h"
+#include "tenancy/file_io.h"
 
 namespace tenancy {
 
@@ -59,25 +60,13 @@ void WalChecksum(bool big_endian, const unsigned char* data, size_t n, uint32_t 
   s[1] = s1;
 }
 
-// Reads n bytes at off of `kind`'s backing file (named in errors only: paths are
-// derived, not stored, and this runs per page).
-Status PreadFull(int fd, char* buf, size_t n, uint64_t off, const Capture::Owner& owner,
-                 FileKind kind) {
-  size_t done = 0;
-  while (done < n) {
-    ssize_t r = ::pread(fd, buf + done, n - done, static_cast<off_t>(off + done));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      int err = errno;
-      return Status::FromErrno(err, "read " + owner.BackingPath(kind));
-    }
-    if (r == 0) {
-      std::memset(buf + done, 0, n - done);  // past EOF reads as zeros, like SQLite's short read
-      return Status::Ok();
-    }
-    done += static_cast<size_t>(r);
-  }
-  return Status::Ok();
+// Reads n bytes at off of `kind`'s backing file; past EOF reads as zeros, like
+// SQLite's short read. The path is derived, not stored, and this runs per page: it is
+// built only for an error message.
+Status ReadBacking(int fd, void* buf, size_t n, uint64_t off, const Capture::Owner& owner,
+                   FileKind kind) {
+  return PreadFull(fd, buf, n, off, ShortRead::kZeroFill,
+                   [&owner, kind] { return owner.BackingPath(kind); });
 }
 
 std::string FormatHex(uint64_t v) {
@@ -437,7 +426,7 @@ Result<Capture::State::Header> Capture::State::ReadHeader() {
   auto size = MainSize();
   if (!size.ok()) return size.status();
   char header[100];
-  Status s = PreadFull(fd.value(), header, sizeof(header), 0, owner(), FileKind::kMain);
+  Status s = ReadBacking(fd.value(), header, sizeof(header), 0, owner(), FileKind::kMain);
   if (!s.ok()) return s;
   Header h;
   if (size.value() < sizeof(header) || std::memcmp(header, "SQLite format 3", 16) != 0) return h;
@@ -458,8 +447,8 @@ Result<Capture::State::Header> Capture::State::ReadHeader() {
 Status Capture::State::ReadMainPage(uint32_t pgno, char* buf) {
   auto fd = MainFd();
   if (!fd.ok()) return fd.status();
-  return PreadFull(fd.value(), buf, page_size_, uint64_t{pgno - 1} * page_size_, owner(),
-                   FileKind::kMain);
+  return ReadBacking(fd.value(), buf, page_size_, uint64_t{pgno - 1} * page_size_, owner(),
+                     FileKind::kMain);
 }
 
 Status Capture::State::ReadLogicalPage(uint32_t pgno, char* buf) {
@@ -468,8 +457,8 @@ Status Capture::State::ReadLogicalPage(uint32_t pgno, char* buf) {
     if (it != wal_pages_.end()) {
       auto fd = WalFd();
       if (!fd.ok()) return fd.status();
-      return PreadFull(fd.value(), buf, page_size_, FrameOffset(it->second.frame) + kFrameHeader,
-                       owner(), FileKind::kWal);
+      return ReadBacking(fd.value(), buf, page_size_, FrameOffset(it->second.frame) + kFrameHeader,
+                         owner(), FileKind::kWal);
     }
   }
   return ReadMainPage(pgno, buf);
@@ -492,7 +481,7 @@ Status Capture::State::LoadWal() {
   }
   int fd = wal_fd.value();
   unsigned char hdr[kWalHeader];
-  Status s = PreadFull(fd, reinterpret_cast<char*>(hdr), kWalHeader, 0, owner(), FileKind::kWal);
+  Status s = ReadBacking(fd, hdr, kWalHeader, 0, owner(), FileKind::kWal);
   if (!s.ok()) return s;
   uint32_t magic = Be32(hdr);
   if (magic != kWalMagicLe && magic != kWalMagicBe) return Status::Ok();  // empty or garbage: unused
@@ -834,8 +823,8 @@ Status Capture::State::CommitWal(uint64_t upto) {
   // them last; in both cases the chain does not check out yet and we wait.
   uint32_t cks[2] = {wal_cks_[0], wal_cks_[1]};
   for (uint64_t f = wal_next_frame_; f <= upto; ++f) {
-    Status s =
-        PreadFull(fd.value(), frame.data(), frame.size(), FrameOffset(f), owner(), FileKind::kWal);
+    Status s = ReadBacking(fd.value(), frame.data(), frame.size(), FrameOffset(f), owner(),
+                           FileKind::kWal);
     if (!s.ok()) return s;
     if (Be32(frame.data() + 8) != wal_salt1_ || Be32(frame.data() + 12) != wal_salt2_) {
       return Status::Ok();  // not (yet) a valid frame of this generation
@@ -870,8 +859,8 @@ Status Capture::State::CommitWal(uint64_t upto) {
         if (!s.ok()) return s;
         pre = PreImage{PageCrc(p, old.data(), page_size_), true};
       }
-      s = PreadFull(fd.value(), old.data(), page_size_, FrameOffset(tx[p]) + kFrameHeader, owner(),
-                    FileKind::kWal);
+      s = ReadBacking(fd.value(), old.data(), page_size_, FrameOffset(tx[p]) + kFrameHeader,
+                      owner(), FileKind::kWal);
       if (!s.ok()) return s;
       uint64_t post = PageCrc(p, old.data(), page_size_);
       updates[p] = WalPage{post, tx[p]};
@@ -984,8 +973,8 @@ Status Capture::State::AfterWrite(FileKind kind, off_t offset, std::string_view 
           // Whole means written in this generation: bytes left from an older one
           // (a restarted WAL is overwritten in place) do not count.
           if (wal_written_end_ >= FrameOffset(frame + 1)) {
-            s = PreadFull(fd.value(), hdr, kFrameHeader, FrameOffset(frame), owner(),
-                          FileKind::kWal);
+            s = ReadBacking(fd.value(), hdr, kFrameHeader, FrameOffset(frame), owner(),
+                            FileKind::kWal);
             if (s.ok() && Be32(hdr + 4) != 0 && Be32(hdr + 8) == wal_salt1_ &&
                 Be32(hdr + 12) == wal_salt2_) {
               s = CommitWal(frame);
@@ -1160,16 +1149,9 @@ Status Capture::State::ApplyRemote(const ChangeSet& cs) {
       sum ^= PageCrc(p, old.data(), page_size_);
     }
     sum ^= PageCrc(p, image, cs.page_size);
-    off_t off = static_cast<off_t>(uint64_t{p - 1} * cs.page_size);
-    size_t done = 0;
-    while (done < cs.page_size) {
-      ssize_t n = ::pwrite(fd.value(), image + done, cs.page_size - done, off + static_cast<off_t>(done));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return Fail(Status::FromErrno(errno, "write " + owner().BackingPath(FileKind::kMain)));
-      }
-      done += static_cast<size_t>(n);
-    }
+    Status s = PwriteFull(fd.value(), image, cs.page_size, uint64_t{p - 1} * cs.page_size,
+                          [this] { return owner().BackingPath(FileKind::kMain); });
+    if (!s.ok()) return Fail(s);
   }
   if (same_size) {
     uint32_t lock = LockPage(page_size_);

@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "tenancy/crc64.h"
+#include "tenancy/file_io.h"
 
 namespace tenancy {
 
@@ -23,18 +24,6 @@ namespace {
 constexpr size_t kFrameHeader = 4;
 constexpr uint32_t kMaxRecord = 0xFFFFFFF0u;
 
-Status MakeDirs(const std::string& path) {
-  for (size_t i = 1; i <= path.size(); ++i) {
-    if (i == path.size() || path[i] == '/') {
-      std::string partial = path.substr(0, i);
-      if (::mkdir(partial.c_str(), 0755) != 0 && errno != EEXIST) {
-        return Status::FromErrno(errno, "mkdir " + partial);
-      }
-    }
-  }
-  return Status::Ok();
-}
-
 Status SyncDir(const std::string& dir) {
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return Status::FromErrno(errno, "open " + dir);
@@ -44,18 +33,12 @@ Status SyncDir(const std::string& dir) {
   return rc == 0 ? Status::Ok() : Status::FromErrno(err, "fsync " + dir);
 }
 
+// A record's bytes: the file ending first means a truncated record, never zeros.
 Status ReadFull(int fd, char* buf, size_t n, off_t off, const std::string& path) {
-  size_t done = 0;
-  while (done < n) {
-    ssize_t r = ::pread(fd, buf + done, n - done, off + static_cast<off_t>(done));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return Status::FromErrno(errno, "read " + path);
-    }
-    if (r == 0) return Status::InvalidArgument(path + ": truncated record");
-    done += static_cast<size_t>(r);
-  }
-  return Status::Ok();
+  size_t got = 0;
+  Status s = PreadFull(fd, buf, n, static_cast<uint64_t>(off), ShortRead::kCount, path, &got);
+  if (s.ok() && got < n) return Status::InvalidArgument(path + ": truncated record");
+  return s;
 }
 
 uint32_t LoadLe32(const char* p) {

@@ -8,40 +8,11 @@
 #include <vector>
 
 #include "tenancy/crc64.h"
+#include "tenancy/file_io.h"
 
 namespace tenancy {
 
 namespace {
-
-Status PreadFull(int fd, char* buf, size_t n, uint64_t off, const std::string& path) {
-  size_t done = 0;
-  while (done < n) {
-    ssize_t r = ::pread(fd, buf + done, n - done, static_cast<off_t>(off + done));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return Status::FromErrno(errno, "read " + path);
-    }
-    if (r == 0) {
-      std::memset(buf + done, 0, n - done);
-      break;
-    }
-    done += static_cast<size_t>(r);
-  }
-  return Status::Ok();
-}
-
-Status PwriteFull(int fd, const char* buf, size_t n, uint64_t off, const std::string& path) {
-  size_t done = 0;
-  while (done < n) {
-    ssize_t r = ::pwrite(fd, buf + done, n - done, static_cast<off_t>(off + done));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return Status::FromErrno(errno, "write " + path);
-    }
-    done += static_cast<size_t>(r);
-  }
-  return Status::Ok();
-}
 
 std::string Hex(uint64_t v) {
   char buf[20];
@@ -61,7 +32,7 @@ Result<std::unique_ptr<Replayer>> Replayer::Open(const std::string& path, uint64
   if (::fstat(fd, &st) != 0) return Status::FromErrno(errno, "stat " + path);
   if (st.st_size >= 100) {
     char header[100];
-    Status s = PreadFull(fd, header, sizeof(header), 0, path);
+    Status s = PreadFull(fd, header, sizeof(header), 0, ShortRead::kZeroFill, path);
     if (!s.ok()) return s;
     uint32_t ps = (uint32_t{static_cast<unsigned char>(header[16])} << 8) |
                   static_cast<unsigned char>(header[17]);
@@ -101,7 +72,7 @@ Status Replayer::Apply(const ChangeSet& cs) {
     uint32_t p = cs.pgnos[i];
     const char* image = cs.pages.data() + i * ps;
     if (!snapshot && p <= pages_) {
-      Status s = PreadFull(fd_, old.data(), ps, uint64_t{p - 1} * ps, path_);
+      Status s = PreadFull(fd_, old.data(), ps, uint64_t{p - 1} * ps, ShortRead::kZeroFill, path_);
       if (!s.ok()) return s;
       sum ^= PageCrc(p, old.data(), ps);
     }
@@ -112,7 +83,7 @@ Status Replayer::Apply(const ChangeSet& cs) {
   if (!snapshot) {
     for (uint32_t p = cs.commit_pages + 1; p <= pages_; ++p) {  // pages cut off
       if (p == lock) continue;
-      Status s = PreadFull(fd_, old.data(), ps, uint64_t{p - 1} * ps, path_);
+      Status s = PreadFull(fd_, old.data(), ps, uint64_t{p - 1} * ps, ShortRead::kZeroFill, path_);
       if (!s.ok()) return s;
       sum ^= PageCrc(p, old.data(), ps);
     }

@@ -15,26 +15,11 @@
 #include <future>
 
 #include "metrics/log.h"
+#include "tenancy/file_io.h"
 
 namespace tenancy {
 
 namespace {
-
-Status MakeDirs(const std::string& path) {
-  std::string partial;
-  for (size_t i = 1; i <= path.size(); ++i) {
-    if (i == path.size() || path[i] == '/') {
-      partial = path.substr(0, i);
-      if (::mkdir(partial.c_str(), 0755) != 0 && errno != EEXIST) {
-        return Status::FromErrno(errno, "mkdir " + partial);
-      }
-    }
-  }
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) return Status::FromErrno(errno, "stat " + path);
-  if (!S_ISDIR(st.st_mode)) return Status::NotDirectory(path + " is not a directory");
-  return Status::Ok();
-}
 
 Result<struct stat> StatPath(const std::string& path) {
   struct stat st;
@@ -596,15 +581,10 @@ Result<size_t> Store::Read(File& file, char* buf, size_t size, off_t offset) {
   auto fd = OpenFd(file);
   if (!fd.ok()) return fd.status();
   size_t done = 0;
-  while (done < size) {
-    ssize_t n = ::pread(fd.value(), buf + done, size - done, offset + static_cast<off_t>(done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Status::FromErrno(errno, "read " + file.path());
-    }
-    if (n == 0) break;
-    done += static_cast<size_t>(n);
-  }
+  Status s = PreadFull(
+      fd.value(), buf, size, static_cast<uint64_t>(offset), ShortRead::kCount,
+      [&file] { return file.path(); }, &done);
+  if (!s.ok()) return s;
   return done;
 }
 
@@ -619,18 +599,13 @@ void Store::Write(std::shared_ptr<File> file, std::string data, off_t offset, Do
     if (!fd.ok()) return done(fd.status());
     if (Status s = cap.LoadFor(kind); !s.ok()) return done(s);
     if (Status s = cap.BeforeWrite(kind, offset, data); !s.ok()) return done(s);
-    size_t written = 0;
-    while (written < data.size()) {
-      ssize_t n = ::pwrite(fd.value(), data.data() + written, data.size() - written,
-                           offset + static_cast<off_t>(written));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return done(Status::FromErrno(errno, "write " + file->path()));
-      }
-      written += static_cast<size_t>(n);
+    if (Status s = PwriteFull(fd.value(), data.data(), data.size(), static_cast<uint64_t>(offset),
+                              [&file] { return file->path(); });
+        !s.ok()) {
+      return done(s);
     }
     if (Status s = cap.AfterWrite(kind, offset, data); !s.ok()) return done(s);
-    done(written);
+    done(data.size());
   });
 }
 
