@@ -700,7 +700,7 @@ std::string DefaultConfigYaml() {
   key("retention", FormatDuration(d.retention), "change sets kept for replica catch-up");
   key("retention-max-bytes", FormatSize(d.retention_max_bytes), "per node; 0 = no size bound");
   section("handles");
-  key("max-open", std::to_string(d.max_open), "backing databases kept open at once (LRU)");
+  key("max-open", std::to_string(d.max_open), "backing fds kept open at once (LRU over databases)");
   key("idle-timeout", FormatDuration(d.idle_timeout), "close a backing database idle this long");
   section("http");
   key("addr", YamlString(d.http_addr), "HOST:PORT for the API, /metrics and replication");
