@@ -109,25 +109,12 @@ void Database::CloseBacking() {
   }
   capture_.CloseFds();
   // Idle: what capture holds can be rebuilt from the log and the files on next
-  // use. Unpinned means no operation of ours runs (each pins first, under the
-  // cache mutex we hold). With tasks queued, drop it after them instead (a task
-  // on the queue is the only other place capture may be touched), unless the
-  // database is open again by then: else a database closed while busy would keep
-  // its state for as long as it stays known.
-  // (No task is queued for it here: that would take a reference under the cache
-  // mutex. The last queued task does it, UnloadIfClosed.)
-  if (queue_.idle()) {
-    capture_.Unload();
-  } else if (capture_.loaded()) {
-    unload_pending_.store(true, std::memory_order_relaxed);
-  }
-}
-
-void Database::UnloadIfClosed() {
-  if (!unload_pending_.load(std::memory_order_relaxed) || queue_.depth() > 0) return;
-  unload_pending_.store(false, std::memory_order_relaxed);
-  // Open again meanwhile: its next eviction unloads it.
-  if (!cache_->IsListed(cache_entry_)) capture_.Unload();
+  // use. Safe whenever the database is unpinned, even with tasks queued: every
+  // task pins before it touches capture (under the cache mutex we hold), so none
+  // runs now and the next one reloads. (Waiting for an idle queue instead, to save
+  // that reload, left a database closed while busy holding its state for as long
+  // as it stayed known.) Unload keeps the state of a transaction in progress.
+  capture_.Unload();
 }
 
 const std::string& Database::tenant_name() const { return tenant_->name(); }
@@ -402,11 +389,9 @@ Result<std::vector<std::string>> Store::ListFiles(const Tenant& tenant) const {
 void Store::Submit(const std::shared_ptr<Database>& db, bool inline_ok,
                    std::function<void()> op) {
   queued_.fetch_add(1, std::memory_order_relaxed);
-  Database* d = db.get();  // kept alive by the queue while the task runs
   db->queue().Submit(
-      [this, d, op = std::move(op)] {
+      [this, op = std::move(op)] {
         op();
-        d->UnloadIfClosed();
         queued_.fetch_sub(1, std::memory_order_relaxed);
       },
       inline_ok, db);

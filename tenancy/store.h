@@ -186,13 +186,9 @@ class Database final : public std::enable_shared_from_this<Database>, public Cap
   Capture& capture() { return capture_; }
   // Bookkeeping of the handle cache (guarded by its mutex).
   CacheEntry& cache_entry() { return cache_entry_; }
-  // Closes every backing fd of the database and, when its queue is idle, drops
-  // its capture state. REQUIRES: nothing of it in flight (unpinned).
+  // Closes every backing fd of the database and drops its capture state (unless a
+  // transaction is in progress). REQUIRES: nothing of it in flight (unpinned).
   void CloseBacking();
-  // After a queued task: when CloseBacking left the capture state loaded because
-  // tasks were queued, and this was the last of them, drops it (unless the
-  // database is open again). REQUIRES: on queue().
-  void UnloadIfClosed();
   // Backing fds open now (files and log); any thread.
   int OpenFds();
   // The backing fd of one of its files, opened if needed, making the File if
@@ -221,8 +217,6 @@ class Database final : public std::enable_shared_from_this<Database>, public Cap
   CacheEntry cache_entry_;
   SmallMutex mu_;         // after Tenant::mu_, before File::mu_
   bool deleted_ = false;  // guarded by mu_
-  // CloseBacking left the capture state for the last queued task to drop.
-  std::atomic<bool> unload_pending_{false};
   FileSlots files_;       // guarded by mu_
 };
 
