@@ -92,8 +92,11 @@ void HandleCache::Pin(CacheEntry& e) {
   e.last_used_ms = now_ms_();
   if (e.pins == 1) {
     // Its reservation counted now, room made now: not when the operation opens
-    // an fd, nor when it ends.
-    RecountLocked(e, 0);
+    // an fd, nor when it ends. No recount: nothing opens an fd of an unpinned
+    // database, so what it held at its last unpin is within the reservation.
+    uint32_t reserved = std::max(e.fds, kFdsPerPinnedDb);
+    fds_.fetch_add(reserved - e.fds, std::memory_order_relaxed);
+    e.fds = reserved;
     EnforceLocked();
   }
   if (head_.next != &e) {  // move to front

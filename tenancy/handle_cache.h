@@ -101,7 +101,8 @@ class HandleCache {
   uint64_t evictions() const { return evictions_.load(std::memory_order_relaxed); }
   size_t max_open() const { return max_open_; }
   // Backing fds counted now: reservations of pinned databases plus what the
-  // unpinned open ones hold. Never above max_open (see above).
+  // unpinned open ones hold. Within max_open unless max_open < kFdsPerPinnedDb
+  // or an admission wait gave up (see above).
   size_t fds() const { return fds_.load(std::memory_order_relaxed); }
   // Databases pinned now, and the most that may be at once.
   size_t pinned() const { return pinned_dbs_.load(std::memory_order_relaxed); }

@@ -165,7 +165,6 @@ Result<int> Database::FdOf(FileKind kind) {
 
 bool Store::IsOpen(Database& db) { return cache_->IsListed(db.cache_entry()); }
 
-Result<int> Store::OpenFd(File& file) { return file.db().OpenFd(file); }
 
 std::string Database::BackingPath(FileKind kind) const {
   return tenant_->dir() + "/" + MakeFileName(name_, kind);
@@ -563,7 +562,7 @@ Result<struct stat> Store::StatFile(File& file) const {
 
 Result<size_t> Store::Read(File& file, char* buf, size_t size, off_t offset) {
   CacheUse use(*cache_, file.db().cache_entry());
-  auto fd = OpenFd(file);
+  auto fd = file.db().OpenFd(file);
   if (!fd.ok()) return fd.status();
   size_t done = 0;
   Status s = PreadFull(
@@ -580,7 +579,7 @@ void Store::Write(std::shared_ptr<File> file, std::string data, off_t offset, Do
     CacheUse use(*cache_, file->db().cache_entry());
     Capture& cap = file->db().capture();
     FileKind kind = file->kind();
-    auto fd = OpenFd(*file);
+    auto fd = file->db().OpenFd(*file);
     if (!fd.ok()) return done(fd.status());
     if (Status s = cap.LoadFor(kind); !s.ok()) return done(s);
     if (Status s = cap.BeforeWrite(kind, offset, data); !s.ok()) return done(s);
@@ -601,7 +600,7 @@ void Store::Truncate(std::shared_ptr<File> file, off_t size, Done done) {
     CacheUse use(*cache_, file->db().cache_entry());
     Capture& cap = file->db().capture();
     FileKind kind = file->kind();
-    auto fd = OpenFd(*file);
+    auto fd = file->db().OpenFd(*file);
     if (!fd.ok()) return done(fd.status());
     if (Status s = cap.LoadFor(kind); !s.ok()) return done(s);
     if (Status s = cap.BeforeTruncate(kind, size); !s.ok()) return done(s);
@@ -618,7 +617,7 @@ void Store::Fallocate(std::shared_ptr<File> file, int mode, off_t offset, off_t 
   const std::shared_ptr<Database>& db = file->db_ptr();
   Submit(db, true, [this, file = std::move(file), mode, offset, length, done = std::move(done)] {
     CacheUse use(*cache_, file->db().cache_entry());
-    auto fd = OpenFd(*file);
+    auto fd = file->db().OpenFd(*file);
     if (!fd.ok()) return done(fd.status());
     // Plain allocation only: it adds zero bytes at most (capture counts a grown
     // file at the commit point). Hole punching would change bytes unseen.
@@ -638,7 +637,7 @@ void Store::Fsync(std::shared_ptr<File> file, bool datasync, Done done) {
   Submit(db, true, [this, file = std::move(file), datasync, done = std::move(done)] {
     CacheUse use(*cache_, file->db().cache_entry());
     Capture& cap = file->db().capture();
-    auto fd = OpenFd(*file);
+    auto fd = file->db().OpenFd(*file);
     if (!fd.ok()) return done(fd.status());
     if (Status s = cap.LoadFor(file->kind()); !s.ok()) return done(s);
     int rc = datasync ? ::fdatasync(fd.value()) : ::fsync(fd.value());

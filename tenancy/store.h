@@ -352,8 +352,6 @@ class Store {
   explicit Store(const Options& options);
   Result<std::shared_ptr<Database>> LookupDatabase(const std::shared_ptr<Tenant>& tenant,
                                                    const std::string& db_name, bool create);
-  // file.Fd(), making room in the cache on EMFILE/ENFILE.
-  Result<int> OpenFd(File& file);
   // Runs op on db's queue, counted in queue_depth(). REQUIRES: db valid until
   // Submit returns (op may hold it; never a pointer op has moved from).
   void Submit(const std::shared_ptr<Database>& db, bool inline_ok, std::function<void()> op);
